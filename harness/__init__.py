@@ -1,0 +1,1 @@
+"""Core machinery of the benchmark: registries, configs, data, caches, results and tables."""

@@ -1,0 +1,69 @@
+"""Content-addressed artifacts: each checkpoint is keyed by the config that produces it.
+
+Cells that need the same trained model share it (all Table 4 variants use one stage-1 model);
+a file lock makes concurrent jobs wait for one builder instead of training twice; a ``done.json``
+marker is written last, so a killed build is resumed (from its own checkpoints), never trusted.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from harness.config import config_hash
+from harness.io import write_json
+
+
+@dataclasses.dataclass
+class Artifact:
+    """A trained thing on disk.
+
+    Attributes:
+        kind: short name, also the cache sub-folder (``stage1``, ``simclr``...).
+        key: everything that determines the artifact's content (configs, data, seed, deps).
+        build: trains into the given folder; must resume from what it left there before.
+    """
+
+    kind: str
+    key: dict
+    build: Callable[[Path], Optional[dict]] = dataclasses.field(compare=False, repr=False)
+
+    @property
+    def hash(self) -> str:
+        return config_hash({"kind": self.kind, "key": self.key})
+
+    def path(self, cache_dir: Path) -> Path:
+        return Path(cache_dir) / "artifacts" / self.kind / self.hash
+
+    def is_built(self, cache_dir: Path) -> bool:
+        return (self.path(cache_dir) / "done.json").exists()
+
+    def ensure(self, cache_dir: Path) -> Path:
+        """Build the artifact unless it exists; returns its folder."""
+        folder = self.path(cache_dir)
+        if self.is_built(cache_dir):
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        with file_lock(folder / "build.lock"):
+            if not self.is_built(cache_dir):  # another job may have finished while we waited
+                start = time.time()
+                summary = self.build(folder) or {}
+                write_json(
+                    folder / "done.json",
+                    {"kind": self.kind, "key": self.key, "hash": self.hash, "build_seconds": time.time() - start, **summary},
+                )
+        return folder
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held while the block runs (released if the process dies)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

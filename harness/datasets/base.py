@@ -1,0 +1,117 @@
+"""What every dataset hands to methods and protocols.
+
+Images travel as one uint8 tensor ``(N, 3, S, S)`` at the dataset's storage size ``S``; each
+method resizes batches to its own input size (the paper resizes "to the corresponding
+resolution of each baseline"). Decoded images are cached on disk, so a rerun reads one file.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import torch
+
+from harness.config import Config
+from harness.errors import BenchError
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """A set of images with optional labels.
+
+    Attributes:
+        images: uint8 tensor (N, 3, S, S), RGB.
+        labels: int64 class labels (N,) for labelled splits.
+        identities: int64 person ids (N,) where known.
+        class_names: names of the label values, index = label.
+        extras: further per-image ground truth (e.g. synthetic pose, depth maps).
+    """
+
+    images: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    identities: Optional[torch.Tensor] = None
+    class_names: tuple[str, ...] = ()
+    extras: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"ImageSet wants uint8 (N,3,S,S) images, got {self.images.dtype} {tuple(self.images.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclasses.dataclass
+class PairList:
+    """Verification pairs as indices into an ImageSet, with their official folds."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    same: torch.Tensor  # bool
+    fold: torch.Tensor  # int64, 0..n_folds-1
+
+    def __len__(self) -> int:
+        return self.left.shape[0]
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.fold.max()) + 1
+
+
+@dataclasses.dataclass
+class ClipSet:
+    """Clips of one identity each (stage-2 training data): ``clips[i]`` indexes ``frames``."""
+
+    frames: ImageSet
+    clips: list[torch.Tensor]
+
+
+class FaceDataset:
+    """Base class of registered datasets.
+
+    Subclasses set ``tasks`` (a subset of ``{"fer", "verification", "pretrain", "clips"}``), a
+    ``Config`` and implement the loaders for the tasks they support. ``root`` is the dataset's
+    folder under ``--data-root`` (``None`` for generated data), ``cache_dir`` a writable folder.
+    """
+
+    name: ClassVar[str]
+    tasks: ClassVar[frozenset[str]] = frozenset()
+    Config: ClassVar[type[Config]] = Config
+    needs_root: ClassVar[bool] = True
+
+    def __init__(self, cfg: Config, data_root: Optional[Path], cache_dir: Path) -> None:
+        self.cfg = cfg
+        self.data_root = data_root
+        self.cache_dir = cache_dir
+
+    # --- loaders, one per task ----------------------------------------------------------
+    def fer_split(self, split: str) -> ImageSet:
+        """Labelled ``train`` or ``test`` split for expression recognition."""
+        raise BenchError(f"dataset {self.name!r} has no expression labels; use it with another protocol")
+
+    def verification(self) -> tuple[ImageSet, PairList]:
+        """The images referenced by the pair list, and the pairs."""
+        raise BenchError(f"dataset {self.name!r} has no verification pairs; use it with another protocol")
+
+    def pretrain(self) -> ImageSet:
+        """Unlabelled images for self-supervised training."""
+        raise BenchError(f"dataset {self.name!r} cannot serve as pretraining data")
+
+    def clips(self) -> ClipSet:
+        """Clips of one identity for stage-2 training."""
+        raise BenchError(f"dataset {self.name!r} has no clips of one identity")
+
+    # --- helpers ----------------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        """What identifies this dataset's content for caches and result files."""
+        return {"name": self.name, "config": self.cfg.to_dict()}
+
+    def require(self, relative: str) -> Path:
+        """Path of a file or folder inside the dataset root, or a one-line error naming it."""
+        if self.data_root is None:
+            raise BenchError(f"dataset {self.name!r} needs --data-root (or BENCH_DATA_ROOT) pointing at its parent folder")
+        path = self.data_root / relative
+        if not path.exists():
+            raise BenchError(f"dataset {self.name!r}: missing {path}; check --data-root and the layout in the README")
+        return path

@@ -1,0 +1,127 @@
+"""The shared base of every method (solo-learn style: one class per method, a plain registry).
+
+Data flow: ``prepare()`` trains or loads the method's artifacts (checkpoints) -> ``encode()``
+maps a batch of images to frozen features -> protocols only ever see features.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+
+from harness.artifacts import Artifact
+from harness.config import Config, PretrainConfig
+from harness.datasets.base import ClipSet, ImageSet
+from harness.errors import BenchError
+
+
+@dataclasses.dataclass
+class MethodContext:
+    """What a method may use besides its own config.
+
+    Attributes:
+        seed: the cell's seed; training and stochastic features derive their randomness from it.
+        device: torch device for training and feature extraction.
+        cache_dir: root of the artifact and feature caches.
+        pretrain: where unlabeled training data comes from.
+        load_pretrain: returns the pretraining images (loaded lazily, cached).
+        load_clips: returns the stage-2 clips (loaded lazily, cached).
+        pretrain_fingerprint: identifies the pretraining data in artifact keys.
+    """
+
+    seed: int
+    device: torch.device
+    cache_dir: Path
+    pretrain: PretrainConfig
+    load_pretrain: Callable[[], ImageSet]
+    load_clips: Callable[[], ClipSet]
+    pretrain_fingerprint: dict
+    clips_fingerprint: dict
+
+
+class Method:
+    """Base class of registered methods.
+
+    Subclasses set ``Config`` (a frozen dataclass with presets), ``variants`` (the first is the
+    default) and implement ``encode``; learned methods also override ``artifacts``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[Config]] = Config
+    variants: ClassVar[tuple[str, ...]] = ("default",)
+
+    def __init__(self, cfg: Config, variant: str, ctx: MethodContext) -> None:
+        if variant not in self.variants:
+            raise BenchError(f"method {self.name!r} has no variant {variant!r}; variants: {', '.join(self.variants)}")
+        self.cfg = cfg
+        self.variant = variant
+        self.ctx = ctx
+
+    # --- what the runner calls -------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        """Side of the square input images the method expects."""
+        return int(getattr(self.cfg, "input_size", 64))
+
+    def artifacts(self) -> list[Artifact]:
+        """Trained artifacts this method needs, dependencies first (none for fixed methods)."""
+        return []
+
+    def prepare(self) -> None:
+        """Build (or load) every artifact, then make the method ready to ``encode``."""
+        for artifact in self.artifacts():
+            artifact.ensure(self.ctx.cache_dir)
+        self.load()
+
+    def load(self) -> None:
+        """Load trained weights from the built artifacts (no-op for fixed methods)."""
+
+    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+        """Features of a batch.
+
+        Args:
+            x: float images in [-1, 1], (B, 3, input_size, input_size), on ``ctx.device``.
+            task: ``"fer"`` or ``"verification"``; methods may feed protocols different parts.
+            index: positions of the batch's images in their split, to seed per-sample noise.
+        """
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict:
+        """Identifies the trained model behind the features (feature-cache key)."""
+        return {
+            "method": self.name,
+            "variant": self.variant,
+            "config": self.cfg.to_dict(),
+            "artifacts": [a.hash for a in self.artifacts()],
+            "seed": self.ctx.seed,
+        }
+
+    def info(self) -> dict:
+        """Facts to record in result files (e.g. which perceptual-loss weights were used)."""
+        return {}
+
+
+def to_input(images: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+    """uint8 (B,3,S,S) -> float in [-1, 1] at ``size`` px on ``device`` (antialiased when shrinking)."""
+    x = images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    return x
+
+
+def model_seed(ctx: MethodContext, *salt: object) -> int:
+    """A deterministic seed for one model of a cell, independent of Python's hash salt."""
+    from harness.config import config_hash
+
+    return int(config_hash({"seed": ctx.seed, "salt": [str(s) for s in salt]}), 16) % (2**31)
+
+
+def artifact_dir(ctx: MethodContext, artifact: Artifact) -> Path:
+    return artifact.path(ctx.cache_dir)
+
+
+def resolve_optional(path: Optional[str]) -> Optional[Path]:
+    return Path(path).expanduser() if path else None
