@@ -71,3 +71,12 @@ def load_plugins() -> None:
     import harness.datasets  # noqa: F401
     import methods  # noqa: F401
     import protocols  # noqa: F401
+
+
+#: Ablation studies: name -> the (method, variant) rows of the paper's table, in table order.
+ABLATIONS: dict[str, list[tuple[str, str]]] = {}
+
+
+def register_ablation(name: str, rows: list[tuple[str, str]]) -> None:
+    """Declare an ablation (``--ablation NAME``) as the method variants it compares."""
+    ABLATIONS[name] = list(rows)
