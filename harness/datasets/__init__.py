@@ -1,0 +1,2 @@
+"""Registered datasets; importing this package registers them all."""
+from harness.datasets import folder, lfw  # noqa: F401
