@@ -1,0 +1,1 @@
+"""LatentFace (paper Sec. 2): Unsup3D stage 1 plus the Representation Diffusion Model (stage 2)."""
