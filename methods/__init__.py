@@ -1,0 +1,2 @@
+"""Registered methods, in the order tables list them; importing this package registers them."""
+from methods import sanity  # noqa: F401

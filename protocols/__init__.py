@@ -1,0 +1,2 @@
+"""Registered evaluation protocols; importing this package registers them."""
+from protocols import fer, verification  # noqa: F401

@@ -1,0 +1,186 @@
+"""Command line of the benchmark (``python run_bench.py --help``)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.config import PRESETS, parse_overrides
+from harness.errors import BenchError
+from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
+from harness.runner import Cell, Settings, check_cell, session_for
+
+EXAMPLES = """
+examples:
+  python run_bench.py                                  # every method, both protocols, synthetic data, quick preset
+  python run_bench.py --methods latentface,mae --protocol fer
+  python run_bench.py --ablation rdm                   # the paper's Table 4 rows
+  python run_bench.py --methods pixels --protocol verification --datasets lfw --data-root ~/data
+  python run_bench.py --methods latentface:rdm-shape --set fer.epochs=5 --seeds 0,1,2
+  python run_bench.py --tables-only                    # regenerate tables/figures from results/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_bench.py",
+        description="Self-supervised facial representation benchmark: train methods, extract frozen features, "
+        "evaluate them by linear-probe expression recognition and 10-fold verification, and regenerate the "
+        "paper's tables from the stored results. Finished cells are skipped on rerun.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_argument_group("what to run")
+    what.add_argument("--methods", help="comma-separated methods, optionally method:variant (default: every method)")
+    what.add_argument("--ablation", choices=sorted(ABLATIONS) or None, help="run the method variants of a paper ablation table")
+    what.add_argument("--protocol", default="all", help="fer, verification or all (default: all)")
+    what.add_argument("--datasets", default="synthetic", help="comma-separated datasets (default: synthetic, built in)")
+    what.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    how = p.add_argument_group("how")
+    how.add_argument("--preset", default="quick", choices=PRESETS, help="smoke (seconds), quick (minutes on a CPU, default), paper (GPU)")
+    how.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a config field, e.g. fer.epochs=5 or pretrain.data=lfw (repeatable)")
+    how.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "data"),
+                     help="parent folder of the real datasets (default: $BENCH_DATA_ROOT, else ./data)")
+    how.add_argument("--results-dir", default="results", help="result files, tables and figures (default: results/)")
+    how.add_argument("--cache-dir", default=os.environ.get("BENCH_CACHE_DIR", ".cache"),
+                     help="decoded data, checkpoints and features (default: $BENCH_CACHE_DIR, else .cache)")
+    how.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    how.add_argument("--executor", default="inline", choices=("inline", "local", "slurm"),
+                     help="inline: this process; local: submitit local processes; slurm: Slurm job arrays")
+    how.add_argument("--rerun", action="store_true", help="recompute cells that already have a result file")
+    modes = p.add_argument_group("other modes")
+    modes.add_argument("--dry-run", action="store_true", help="print the cells (and whether they are done) and exit")
+    modes.add_argument("--list", action="store_true", help="list registered methods, variants, protocols, datasets, ablations")
+    modes.add_argument("--tables-only", action="store_true", help="only regenerate tables and figures from the result files")
+    return p
+
+
+def split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def method_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.ablation and args.methods:
+        raise BenchError("--ablation and --methods both choose methods; give only one of them")
+    if args.ablation:
+        return list(ABLATIONS[args.ablation])
+    names = split(args.methods) if args.methods else METHODS.names()
+    out = []
+    for item in names:
+        name, _, variant = item.partition(":")
+        out.append((name, variant or METHODS.get(name).variants[0]))
+    return out
+
+
+def plan(args: argparse.Namespace) -> list[Cell]:
+    """The cells to run, in a stable order; fails on unknown names or impossible combinations."""
+    mvs = method_variants(args)
+    protocols = PROTOCOLS.names() if args.protocol == "all" else split(args.protocol)
+    datasets = split(args.datasets)
+    try:
+        seeds = [int(s) for s in split(args.seeds)]
+    except ValueError:
+        raise BenchError(f"--seeds {args.seeds!r}: expected comma-separated integers like 0,1,2") from None
+    for name in protocols:
+        PROTOCOLS.get(name)
+    for name in datasets:
+        DATASETS.get(name)
+    if not (mvs and protocols and datasets and seeds):
+        raise BenchError("nothing to run: --methods, --protocol, --datasets and --seeds must each name at least one item")
+    pairs = [(p, d) for p in protocols for d in datasets if PROTOCOLS.get(p).task in DATASETS.get(d).tasks]
+    explicit = args.protocol != "all"
+    for d in datasets:
+        usable = [p for p in protocols if (p, d) in pairs]
+        if not usable or explicit and len(usable) < len(protocols):
+            missing = [p for p in protocols if (p, d) not in pairs]
+            raise BenchError(
+                f"dataset {d!r} cannot be used with protocol {', '.join(missing)} "
+                f"(it supports: {', '.join(sorted(DATASETS.get(d).tasks))}); pick another --datasets or --protocol"
+            )
+    return [Cell(m, v, p, d, s) for (m, v), (p, d), s in itertools.product(mvs, pairs, seeds)]
+
+
+def print_listing() -> None:
+    print("methods (variants; first is the default):")
+    for name in METHODS.names():
+        print(f"  {name:12s} {', '.join(METHODS.get(name).variants)}")
+    print("protocols:", ", ".join(PROTOCOLS.names()))
+    print("datasets:")
+    for name in DATASETS.names():
+        print(f"  {name:18s} {', '.join(sorted(DATASETS.get(name).tasks))}")
+    print("ablations:")
+    for name, rows in ABLATIONS.items():
+        print(f"  {name:6s} " + ", ".join(f"{m}:{v}" for m, v in rows))
+
+
+def summary(metrics: dict) -> str:
+    keys = ("accuracy", "macro_f1", "accuracy_std")
+    return "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in keys if k in metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells and checkpoints are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    load_plugins()
+    from harness import tables
+
+    if args.list:
+        print_listing()
+        return 0
+    if args.tables_only:
+        if args.dry_run:
+            raise BenchError("--tables-only and --dry-run cannot be combined")
+        return show_tables(tables.generate(Path(args.results_dir)))
+    settings = Settings(
+        preset=args.preset,
+        overrides=parse_overrides(args.overrides),
+        data_root=args.data_root,
+        results_dir=args.results_dir,
+        cache_dir=args.cache_dir,
+        device=args.device,
+    )
+    cells = plan(args)
+    session = session_for(settings)
+    session.device  # noqa: B018 -- fail now if cuda was asked for and is absent
+    for cell in cells:
+        check_cell(session, cell)
+    paths = {cell: session.result_path(cell) for cell in cells}
+    todo = [c for c in cells if args.rerun or not paths[c].exists()]
+    if args.dry_run:
+        for cell in cells:
+            print(f"{'todo' if cell in todo else 'done'}  {cell.label}  -> {paths[cell]}")
+        print(f"{len(todo)} of {len(cells)} cells to run")
+        return 0
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run (preset {args.preset})")
+    from harness.dispatch import dispatch
+
+    tic = time.time()
+    dispatch(todo, settings, args.executor)
+    print(f"finished in {time.time() - tic:.1f} s")
+    import json
+
+    for cell in cells:
+        print(f"  {cell.label}: {summary(json.loads(paths[cell].read_text())['metrics'])}")
+    return show_tables(tables.generate(Path(args.results_dir)))
+
+
+def show_tables(generated: dict[str, str]) -> int:
+    for text in generated.values():
+        print("\n" + text)
+    if not generated:
+        print("no result files yet; run some cells first")
+    return 0

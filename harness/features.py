@@ -1,0 +1,61 @@
+"""Frozen features, computed once per (trained model, dataset split, flip, task) and cached.
+
+A protocol rerun on cached features never loads the model: the cache key is built from the
+method's fingerprint (config + artifact hashes + seed), so nothing needs training to check it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness.datasets.base import FaceDataset, ImageSet
+from harness.io import cached
+from harness.progress import progress
+from methods.base import Method, to_input
+
+
+class FeatureSource:
+    """Features of one method on one dataset for one protocol task (see ``protocols.base.Features``)."""
+
+    def __init__(self, method: Method, dataset: FaceDataset, task: str, cache_dir: Path, batch_size: int = 256) -> None:
+        self.method = method
+        self.dataset = dataset
+        self.task = task
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self._prepared = False
+
+    def images(self, split: str) -> ImageSet:
+        if split == "pairs":
+            return self.dataset.verification()[0]
+        return self.dataset.fer_split(split)
+
+    def get(self, split: str, flip: bool = False) -> torch.Tensor:
+        key = {
+            "method": self.method.fingerprint(),
+            "dataset": self.dataset.fingerprint(),
+            "split": split,
+            "flip": flip,
+            "task": self.task,
+        }
+        return cached(self.cache_dir, "features", key, lambda: self._compute(split, flip))
+
+    @torch.no_grad()
+    def _compute(self, split: str, flip: bool) -> torch.Tensor:
+        if not self._prepared:  # train or load the model only when a feature is missing
+            self.method.prepare()
+            self._prepared = True
+        images = self.images(split).images
+        device = self.method.ctx.device
+        out = []
+        with progress(total=len(images), desc=f"{self.method.name} features {split}", unit="img") as bar:
+            for start in range(0, len(images), self.batch_size):
+                batch = images[start : start + self.batch_size]
+                if flip:
+                    batch = batch.flip(-1)
+                x = to_input(batch, self.method.input_size, device)
+                index = torch.arange(start, start + len(batch))
+                out.append(self.method.encode(x, self.task, index).float().cpu())
+                bar.update(len(batch))
+        return torch.cat(out)

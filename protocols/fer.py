@@ -1,0 +1,153 @@
+"""Facial expression recognition by linear probing (paper Sections 3.2 and 3.4).
+
+Frozen features -> BatchNorm1d -> Linear, trained with Adam (lr 1e-3) for 20 epochs, as in the
+paper and its released code (BN with affine, Linear without bias). The released code reports
+the epoch with the best *test* accuracy; here the last epoch is reported, or, with
+``select=val``, the epoch that is best on a validation split carved from the training set.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.config import Config
+from harness.datasets.base import FaceDataset
+from harness.errors import BenchError
+from harness.registry import register_protocol
+from protocols.base import Features, Protocol, seeded_generator
+
+
+@dataclasses.dataclass(frozen=True)
+class FERConfig(Config):
+    """Attributes:
+    epochs, lr, batch_size: probe training (paper: 20 epochs, Adam 1e-3; batch 32 RAF-DB).
+    flip_aug: train on the features of a randomly flipped copy of each image, per epoch.
+    select: ``last`` (report the last epoch) or ``val`` (best epoch on a validation split).
+    val_fraction: share of each training class held out when ``select=val``.
+    """
+
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 128
+    flip_aug: bool = False
+    select: str = "last"
+    val_fraction: float = 0.1
+
+    PRESETS = {"paper": {"batch_size": 32, "flip_aug": True}}
+
+    def check(self) -> None:
+        if self.select not in ("last", "val"):
+            raise BenchError(f"fer.select={self.select!r}: choose 'last' or 'val' (never the test split)")
+        if not 0 < self.val_fraction < 1:
+            raise BenchError("fer.val_fraction must be between 0 and 1")
+
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    return np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def f1_per_class(confusion: np.ndarray) -> np.ndarray:
+    """F1 of each class from a confusion matrix (0 where a class is never predicted nor present)."""
+    tp = np.diag(confusion).astype(float)
+    denom = confusion.sum(0) + confusion.sum(1)
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def classification_metrics(true: np.ndarray, pred: np.ndarray, class_names: tuple[str, ...]) -> dict:
+    cm = confusion_matrix(true, pred, len(class_names))
+    f1 = f1_per_class(cm)
+    return {
+        "accuracy": float((true == pred).mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class_f1": dict(zip(class_names, f1.tolist())),
+        "confusion": cm.tolist(),
+        "class_names": list(class_names),
+        "n_test": int(len(true)),
+    }
+
+
+def train_probe(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    cfg: FERConfig,
+    seed: int,
+    x_flip: torch.Tensor | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> nn.Module:
+    """BatchNorm1d + Linear probe; returns the last-epoch model, or the best on ``val``."""
+    torch.manual_seed(seed)  # the probe's initial weights
+    probe = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], n_classes, bias=False))
+    opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = seeded_generator(seed, 1)
+    best_acc, best_state = -1.0, None
+    for _ in range(cfg.epochs):
+        probe.train()
+        inputs = x
+        if x_flip is not None:  # each image appears once per epoch, flipped with probability 1/2
+            pick = torch.rand(len(x), generator=gen) < 0.5
+            inputs = torch.where(pick[:, None], x_flip, x)
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            opt.zero_grad()
+            loss_fn(probe(inputs[idx]), y[idx]).backward()
+            opt.step()
+        if val is not None:
+            acc = float((predict(probe, val[0]) == val[1]).float().mean())
+            if acc > best_acc:
+                best_acc, best_state = acc, copy.deepcopy(probe.state_dict())
+    if best_state is not None:
+        probe.load_state_dict(best_state)
+    probe.eval()
+    return probe
+
+
+@torch.no_grad()
+def predict(probe: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    probe.eval()
+    return probe(x).argmax(1)
+
+
+def validation_split(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Boolean mask of a stratified validation subset of the training set."""
+    gen = seeded_generator(seed, 2)
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().squeeze(1)
+        k = int(round(fraction * len(idx)))
+        mask[idx[torch.randperm(len(idx), generator=gen)[:k]]] = True
+    return mask
+
+
+@register_protocol("fer")
+class FER(Protocol):
+    """Linear-probe expression recognition: accuracy, macro F1, per-class F1, confusion counts."""
+
+    task = "fer"
+    Config = FERConfig
+
+    def evaluate(self, dataset: FaceDataset, features: Features, seed: int) -> dict:
+        train, test = dataset.fer_split("train"), dataset.fer_split("test")
+        x, y = features.get("train").float(), train.labels
+        x_flip = features.get("train", flip=True).float() if self.cfg.flip_aug else None
+        val = None
+        if self.cfg.select == "val":
+            held = validation_split(y, self.cfg.val_fraction, seed)
+            val = (x[held], y[held])
+            x, y = x[~held], y[~held]
+            x_flip = x_flip[~held] if x_flip is not None else None
+        probe = train_probe(x, y, len(train.class_names), self.cfg, seed, x_flip, val)
+        pred = predict(probe, features.get("test").float())
+        metrics = classification_metrics(test.labels.numpy(), pred.numpy(), train.class_names)
+        metrics["n_train"] = int(len(x))
+        metrics["feature_dim"] = int(x.shape[1])
+        return metrics
