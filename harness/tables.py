@@ -75,10 +75,11 @@ class Grid:
             return keys
         return [k for mv in wanted for k in keys if k[:2] == mv]
 
-    def label(self, key: RowKey) -> str:
+    def label(self, key: RowKey, rows: list[RowKey]) -> str:
+        """Method [variant]; with preset and setting hash when the table has other settings of it."""
         method, variant, setting = key
         name = method if variant == "default" else f"{method} [{variant}]"
-        clashes = sum(1 for k in self.cells if k[:2] == key[:2])
+        clashes = sum(1 for k in rows if k[:2] == key[:2])
         return name if clashes == 1 else f"{name} ({self.presets[key]}, {setting})"
 
     def columns(self, protocol: str, rows: list[RowKey]) -> list[str]:
@@ -93,8 +94,9 @@ class Grid:
         if len(by_setting) > 1:
             newest = max(records, key=lambda r: r["provenance"]["end_time"])
             keep = by_setting[config_hash(newest["config"]["protocol"])]
+            method, variant, setting = key
             self.notes.append(
-                f"{self.label(key)} {protocol}/{dataset}: {len(records) - len(keep)} result(s) with other protocol settings not shown"
+                f"{method} [{variant}] ({setting}) {protocol}/{dataset}: {len(records) - len(keep)} result(s) with other protocol settings not shown"
             )
             return keep
         return records
@@ -140,7 +142,7 @@ def make_table(grid: Grid, rows: list[RowKey], protocols: list[str], paper: dict
             if any(dataset in paper.get(k[:2], {}) for k in rows):
                 headers.append(f"{dataset} paper")
                 getters.append(lambda k, p=protocol, d=dataset: paper_cell(paper.get(k[:2]), d, p))
-    body = [[grid.label(k)] + [g(k) for g in getters] for k in rows]
+    body = [[grid.label(k, rows)] + [g(k) for g in getters] for k in rows]
     return tabulate(body, headers=headers, tablefmt="github")
 
 

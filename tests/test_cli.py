@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from harness.cli import main
+
+
+def run(tmp_path, *argv):
+    return main([*argv, "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")])
+
+
+def result_files(tmp_path):
+    return sorted((tmp_path / "results").glob("*/*/*.json"))
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--methods", "nosuch"], "unknown method 'nosuch'"),
+        (["--methods", "pixels", "--datasets", "nosuch"], "unknown dataset 'nosuch'"),
+        (["--methods", "pixels", "--protocol", "fer", "--datasets", "lfw"], "cannot be used with protocol fer"),
+        (["--methods", "pixels", "--ablation", "rdm"], "give only one of them"),
+        (["--methods", "pixels", "--seeds", "a"], "expected comma-separated integers"),
+        (["--methods", "pixels", "--datasets", "lfw", "--data-root", "/nonexistent"], "needs the data root"),
+        (["--methods", "pixels", "--set", "fer.nosuch=1", "--datasets", "toy"], "unknown setting fer.nosuch"),
+        (["--methods", "pixels:nosuch", "--datasets", "toy"], "has no variant 'nosuch'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, argv, message):
+    assert run(tmp_path, *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "results").exists()
+
+
+def test_list_and_dry_run(tmp_path, capsys):
+    assert run(tmp_path, "--list") == 0
+    out = capsys.readouterr().out
+    assert "pixels" in out and "verification" in out and "lfw" in out
+    assert run(tmp_path, "--methods", "pixels,random-cnn", "--datasets", "toy", "--seeds", "0,1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "8 of 8 cells to run" in out
+    assert not result_files(tmp_path)
+
+
+def test_smoke_run_writes_results_skips_and_reruns_identically(tmp_path, capsys):
+    argv = ["--methods", "pixels,random-cnn", "--datasets", "toy", "--preset", "smoke"]
+    assert run(tmp_path, *argv) == 0
+    files = result_files(tmp_path)
+    assert len(files) == 4  # 2 methods x 2 protocols
+    record = json.loads(files[0].read_text())
+    assert set(record) >= {"cell", "config", "metrics", "provenance", "method_info"}
+    assert set(record["cell"]) >= {"method", "variant", "protocol", "dataset", "seed", "config_hash", "preset"}
+    prov = record["provenance"]
+    assert set(prov) >= {"git", "libraries", "device", "host", "wall_seconds", "start_time", "end_time", "executor"}
+    assert prov["libraries"]["torch"]
+    metrics = {f.name: json.loads(f.read_text())["metrics"] for f in files}
+    # toy classes differ in which half is bright: both fixed methods must find it
+    fer = [m for name, m in metrics.items() if "accuracy_std" not in m]
+    assert all(m["accuracy"] > 0.8 for m in fer)
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    capsys.readouterr()
+    assert run(tmp_path, *argv) == 0
+    assert "4 already done, 0 to run" in capsys.readouterr().out
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    assert run(tmp_path, *argv, "--rerun") == 0
+    assert {f.name: json.loads(f.read_text())["metrics"] for f in result_files(tmp_path)} == metrics
+    tables = tmp_path / "results" / "tables"
+    assert (tables / "table1_fer.md").exists() and (tables / "table2_verification.md").exists()
+    assert len(list((tmp_path / "results" / "figures" / "toy").glob("*.png"))) == 2
+
+
+def test_tables_only_regenerates_identically(tmp_path, capsys):
+    assert run(tmp_path, "--methods", "pixels", "--datasets", "toy", "--preset", "smoke", "--seeds", "0,1") == 0
+    table = tmp_path / "results" / "tables" / "table1_fer.md"
+    first = table.read_text()
+    assert "(n=2)" in first
+    assert main(["--tables-only", "--results-dir", str(tmp_path / "results")]) == 0
+    strip = lambda text: [ln for ln in text.splitlines() if not ln.startswith("Generated")]  # noqa: E731
+    assert strip(table.read_text()) == strip(first)
