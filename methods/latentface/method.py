@@ -1,0 +1,397 @@
+"""The registered method ``latentface``: stage 1 (Unsup3D) + stage 2 (identity disentangling).
+
+Stage 2 (paper Sec. 2.3-2.4) learns, from clips of one person, to map a frame's stage-1 latent
+Z_exp to the clip's identity latent Z_id (the mean latent over the clip's frames), separately
+for the texture and the shape latent. The expression part of a frame is then
+Delta_exp = Z_exp - Z_id_hat. The variants are the rows of the paper's Table 4:
+
+- ``rdm-both`` (default), ``rdm-texture``, ``rdm-shape``: the Representation Diffusion Model
+  (a denoiser sampled with DDIM) on both latents, or on one;
+- ``encoder``: a network regressing Z_id from Z_exp in one pass (paper Sec. 4.2);
+- ``none``: stage 1 alone, the same model and features as the ``unsup3d`` method.
+
+Features per image, texture part first, then shape (paper Sec. 3.4-3.5, released code):
+
+- ``fer``:          [Z_t - Z_id_t, Z_t, Z_s - Z_id_s, Z_s]
+- ``verification``: [Z_id_t, Z_t, Z_id_s, Z_s]
+
+A latent that a variant does not disentangle contributes only its Z, so ``rdm-texture`` gives
+[Z_t - Z_id_t, Z_t, Z_s] for ``fer`` and ``none`` gives [Z_t, Z_s]. ``info()`` records the layout.
+
+Every variant reuses the one stage-1 model that ``unsup3d`` trains for the same data, preset and
+seed; each stage-2 variant adds one artifact on top of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from harness.artifacts import Artifact
+from harness.datasets.base import ClipSet
+from harness.errors import BenchError
+from harness.io import atomic_path, cached, torch_load, torch_save
+from harness.registry import register_ablation, register_method
+from harness.train import fit
+from methods.base import Method, MethodContext, model_seed, to_input
+from methods.latentface.denoiser import Denoiser, IdentityEncoder
+from methods.latentface.diffusion import SAMPLERS, WEIGHTINGS, Schedule, ddim_sample, denoising_loss, start_noise
+from methods.unsup3d.method import Unsup3DConfig, load_stage1, perceptual_source, stage1_artifact, stage1_config
+from methods.unsup3d.model import Unsup3D, canonical_depth
+
+#: the two stage-1 latents, in feature order.
+KINDS = ("texture", "shape")
+#: variant -> (stage-2 model, latents it disentangles); Table 4's rows.
+VARIANTS: dict[str, tuple[Optional[str], tuple[str, ...]]] = {
+    "rdm-both": ("rdm", KINDS),
+    "rdm-texture": ("rdm", ("texture",)),
+    "rdm-shape": ("rdm", ("shape",)),
+    "encoder": ("encoder", KINDS),
+    "none": (None, ()),
+}
+TASKS = ("fer", "verification")
+#: held-out clips (and frames of each) shown in the identity figure.
+FIGURE_CLIPS, FIGURE_FRAMES = 3, 8
+#: stage-2 fields that change sampling only, not the trained weights (kept out of the artifact key).
+_SAMPLING_FIELDS = ("sampler", "sample_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentFaceConfig(Unsup3DConfig):
+    """Stage-1 settings (inherited from ``unsup3d``, same presets) plus stage 2's.
+
+    Set stage-1 fields as ``latentface.<field>``; when they equal ``unsup3d``'s, both methods
+    share the stage-1 model.
+
+    Attributes:
+        stage2_width: channels of the denoiser UNet (paper: 128) and hidden size of the
+            encoder ablation's MLP.
+        stage2_epochs: passes over the training frames (paper: 30).
+        stage2_batch_size: frames per step (paper: 16 clips of 16 frames = 256).
+        stage2_lr, stage2_weight_decay: Adam with a cosine schedule (paper: 1e-4; the released
+            code adds weight decay 5e-4).
+        diffusion_steps: T of the noise schedule (paper: 1000, linear betas 1e-4..0.02).
+        loss_weighting: ``snr`` (paper Eq. 12), ``min-snr`` (SNR clipped at 5) or ``none``.
+        sampler: ``ddim`` (correct) or ``legacy`` (the released code's diffusers 0.14 behaviour).
+        sample_steps: DDIM steps S (paper: 5, timesteps 800, 600, 400, 200, 0).
+        holdout: fraction of the clips (of the identities, where the data knows them) kept out
+            of stage-2 training, for the identity-distance diagnostic and the figure.
+    """
+
+    stage2_width: int = 64
+    stage2_epochs: int = 30
+    stage2_batch_size: int = 64
+    stage2_lr: float = 1e-4
+    stage2_weight_decay: float = 0.0
+    diffusion_steps: int = 1000
+    loss_weighting: str = "snr"
+    sampler: str = "ddim"
+    sample_steps: int = 5
+    holdout: float = 0.1
+
+    PRESETS = {
+        "smoke": {**Unsup3DConfig.PRESETS["smoke"], "stage2_width": 32, "stage2_epochs": 1, "stage2_batch_size": 16},
+        "paper": {**Unsup3DConfig.PRESETS["paper"], "stage2_width": 128, "stage2_batch_size": 256},
+    }
+
+    def check(self) -> None:
+        super().check()
+        if self.loss_weighting not in WEIGHTINGS:
+            raise BenchError(f"latentface.loss_weighting: choose one of {', '.join(WEIGHTINGS)}")
+        if self.sampler not in SAMPLERS:
+            raise BenchError(f"latentface.sampler: choose one of {', '.join(SAMPLERS)}")
+        if self.stage2_width % 8 or self.stage2_width < 8:
+            raise BenchError(f"latentface.stage2_width={self.stage2_width}: use a positive multiple of 8")
+        if not 1 <= self.sample_steps <= self.diffusion_steps:
+            raise BenchError("latentface.sample_steps: between 1 and diffusion_steps")
+        if not 0.0 <= self.holdout < 1.0:
+            raise BenchError("latentface.holdout: a fraction in [0, 1)")
+
+    def stage2_dict(self) -> dict[str, Any]:
+        """The stage-2 fields (what the stage-2 artifact key needs besides stage 1's hash)."""
+        stage1 = {f.name for f in dataclasses.fields(Unsup3DConfig)}
+        return {k: v for k, v in self.to_dict().items() if k not in stage1}
+
+
+# --- data: frozen stage-1 latents of the clips ---------------------------------------------------
+@torch.no_grad()
+def frame_latents(stage1: Unsup3D, clips: ClipSet, input_size: int, device: torch.device, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Stage-1 latents of every frame: ``texture`` and ``shape``, each (N, D) float32 on the CPU."""
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in KINDS}
+    images = clips.frames.images
+    for start in range(0, len(images), batch_size):
+        latents = stage1.encode_latents(to_input(images[start : start + batch_size], input_size, device))
+        for k in KINDS:
+            out[k].append(latents[k].float().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def split_clips(clips: ClipSet, holdout: float, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(training clips, held-out clips), drawn at random; by identity when the frames know them,
+    so that no held-out person is seen in training."""
+    identities = clips.frames.identities
+    groups = [int(identities[c[0]]) if identities is not None else i for i, c in enumerate(clips.clips)]
+    unique = sorted(set(groups))
+    order = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_out = round(holdout * len(unique))
+    held = {unique[i] for i in order[:n_out]}
+    train = [c for c, g in zip(clips.clips, groups) if g not in held]
+    test = [c for c, g in zip(clips.clips, groups) if g in held]
+    return train, test
+
+
+def identity_targets(latents: torch.Tensor, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Z_exp, Z_id) per frame of ``clips``: the frame's latent and its clip's mean (paper Sec. 2.3)."""
+    z_exp = torch.cat([latents[c] for c in clips])
+    z_id = torch.cat([latents[c].mean(0, keepdim=True).expand(len(c), -1) for c in clips])
+    return z_exp, z_id
+
+
+# --- the stage-2 networks of one variant ---------------------------------------------------------
+class IdentityModel(nn.Module):
+    """The trained stage-2 networks of a variant: one per disentangled latent kind.
+
+    Args:
+        model: ``rdm`` (a ``Denoiser`` per kind) or ``encoder`` (an ``IdentityEncoder`` per kind).
+        kinds: the latents it disentangles.
+        latent_dim: D.
+        cfg: the method config (width, schedule, sampler).
+        seeds: initialisation seed of each kind's network (global RNG untouched); 0 when the
+            weights are loaded from a file afterwards.
+    """
+
+    def __init__(
+        self, model: str, kinds: tuple[str, ...], latent_dim: int, cfg: LatentFaceConfig, seeds: Optional[dict[str, int]] = None
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.schedule = Schedule.linear(cfg.diffusion_steps)
+        net = Denoiser if model == "rdm" else IdentityEncoder
+        self.nets = nn.ModuleDict()
+        for kind in kinds:
+            # One seed per kind, so a kind's network starts (and trains) the same in every
+            # variant that uses it: rdm-both's texture denoiser is rdm-texture's.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((seeds or {}).get(kind, 0))
+                self.nets[kind] = net(latent_dim, cfg.stage2_width)
+
+    def loss(self, kind: str, z_exp: torch.Tensor, z_id: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training loss of one kind's network on a batch of (Z_exp, Z_id) rows."""
+        net = self.nets[kind]
+        if self.model == "encoder":
+            return F.mse_loss(net(z_exp), z_id)
+        return denoising_loss(lambda z_t, t: net(z_t, t, z_exp), z_id, self.schedule, self.cfg.loss_weighting, generator)
+
+    @torch.no_grad()
+    def identity(self, kind: str, z_exp: torch.Tensor, seed: int, index: torch.Tensor) -> torch.Tensor:
+        """Z_id_hat (B, D) for frame latents (B, D); the RDM's start noise is seeded by (seed, index)."""
+        net = self.nets[kind]
+        if self.model == "encoder":
+            return net(z_exp)
+        noise = start_noise(seed, index, z_exp.shape[1], salt=kind).to(z_exp)
+        return ddim_sample(lambda z_t, t: net(z_t, t, z_exp), noise, self.schedule, self.cfg.sample_steps, self.cfg.sampler)
+
+
+def train_kind(
+    identity: IdentityModel, kind: str, z_exp: torch.Tensor, z_id: torch.Tensor, seed: int, workdir: Path, device: torch.device
+) -> dict[str, Any]:
+    """Train one kind's network with the shared loop (Adam + cosine schedule, paper Sec. 3.1)."""
+    cfg = identity.cfg
+    net = identity.nets[kind].to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.stage2_epochs)
+    # Steps and noise of the diffusion loss; a resumed run draws them afresh (batches stay exact).
+    generator = torch.Generator().manual_seed(seed)
+    dim = z_exp.shape[1]
+
+    def step(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": identity.loss(kind, rows[:, :dim], rows[:, dim:], generator)}
+
+    tic = time.perf_counter()
+    result = fit(
+        model=net,
+        optimizer=optimizer,
+        step=step,
+        data=torch.cat([z_exp, z_id], dim=1),
+        epochs=cfg.stage2_epochs,
+        batch_size=min(cfg.stage2_batch_size, len(z_exp)),
+        seed=seed,
+        workdir=workdir,
+        device=device,
+        scheduler=scheduler,
+        desc=f"latentface stage 2 {identity.model} {kind}",
+        setting_hint=" (--set latentface.stage2_lr=...)",
+    )
+    return {**result.summary(), "train_seconds": time.perf_counter() - tic}
+
+
+# --- diagnostics ---------------------------------------------------------------------------------
+def identity_distance(
+    identity: IdentityModel, latents: dict[str, torch.Tensor], clips: list[torch.Tensor], seed: int, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """How close the predicted identity is to the clip mean, on held-out clips (paper Fig. 7, as a number).
+
+    Per disentangled kind: the mean L2 distance of Z_id_hat to the clip's mean latent, the same
+    for the frame latent Z_exp itself, and their ratio (< 1: the prediction removed part of
+    the within-clip variation; 1: no better than the frame).
+    """
+    index = torch.cat(clips)
+    out: dict[str, dict[str, float]] = {}
+    for kind in identity.nets:
+        z_exp, z_id = identity_targets(latents[kind], clips)
+        pred = identity.identity(kind, z_exp.to(device), seed, index).cpu()
+        d_pred = float((pred - z_id).norm(dim=1).mean())
+        d_frame = float((z_exp - z_id).norm(dim=1).mean())
+        out[kind] = {"pred_to_clip_mean": d_pred, "frame_to_clip_mean": d_frame, "ratio": d_pred / max(d_frame, 1e-12)}
+    return out
+
+
+@torch.no_grad()
+def render_frontal(stage1: Unsup3D, texture: torch.Tensor, shape: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """Decode latents with the stage-1 decoders and render the face frontally: (B, 3, H, W) in [0, 1]."""
+    tex = stage1.texture_net.decode(texture)
+    depth = canonical_depth(stage1.depth_net.decode(shape)[:, 0])
+    canonical = (tex / 2 + 0.5) * stage1.shade(depth, light) * 2 - 1
+    image, mask, _ = stage1.renderer.render(depth, canonical, texture.new_zeros(texture.shape[0], 6))
+    return (image * mask / 2 + 0.5).clamp(0, 1)
+
+
+def save_identity_figure(
+    stage1: Unsup3D, identity: IdentityModel, clips: ClipSet, heldout: list[torch.Tensor], input_size: int, seed: int, path: Path
+) -> None:
+    """PNG, three rows per held-out clip (paper Figs. 3 and 7): the frames, their decoded frame
+    latents Z_exp, and the decoded predicted identity (latents a variant does not disentangle
+    keep the frame's), all rendered frontally under each frame's own light."""
+    device = next(stage1.parameters()).device
+    rows = []
+    for clip in heldout[:FIGURE_CLIPS]:
+        index = clip[:FIGURE_FRAMES]
+        x = to_input(clips.frames.images[index], input_size, device)
+        latents = stage1.encode_latents(x)
+        ident = {k: identity.identity(k, latents[k], seed, index) if k in identity.nets else latents[k] for k in KINDS}
+        rows += [
+            (x / 2 + 0.5).clamp(0, 1),
+            render_frontal(stage1, latents["texture"], latents["shape"], latents["light"]),
+            render_frontal(stage1, ident["texture"], ident["shape"], latents["light"]),
+        ]
+    if rows:
+        with atomic_path(path) as tmp:
+            torchvision.utils.save_image(torch.cat(rows).cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
+
+
+# --- the stage-2 artifact ------------------------------------------------------------------------
+def stage2_artifact(cfg: LatentFaceConfig, ctx: MethodContext, model: str, kinds: tuple[str, ...]) -> Artifact:
+    """The trained stage-2 networks of one variant, on top of the shared stage-1 model."""
+    stage1 = stage1_artifact(cfg, ctx)
+    settings = {k: v for k, v in cfg.stage2_dict().items() if k not in _SAMPLING_FIELDS}
+    key = {"stage1": stage1.hash, "config": settings, "clips": ctx.clips_fingerprint, "seed": ctx.seed, "model": model, "kinds": list(kinds)}
+
+    def build(folder: Path) -> dict[str, Any]:
+        s = stage1_config(cfg)
+        stage1_model = load_stage1(cfg, ctx)
+        clips = ctx.load_clips()
+        # The latents depend on stage 1 and the clips only: computed once for all variants.
+        latents = cached(
+            ctx.cache_dir,
+            "latentface-latents",
+            {"stage1": stage1.hash, "clips": ctx.clips_fingerprint},
+            lambda: frame_latents(stage1_model, clips, s.input_size, ctx.device),
+        )
+        train, heldout = split_clips(clips, cfg.holdout, model_seed(ctx, "stage2-holdout"))
+        if not train:
+            raise BenchError("latentface: no training clips left after the hold-out; lower latentface.holdout")
+        seeds = {kind: model_seed(ctx, "stage2", model, kind) for kind in kinds}
+        identity = IdentityModel(model, kinds, s.latent_dim, cfg, seeds)
+        summary: dict[str, Any] = {"train_clips": len(train), "heldout_clips": len(heldout)}
+        for kind in kinds:
+            z_exp, z_id = identity_targets(latents[kind], train)
+            summary[kind] = train_kind(identity, kind, z_exp, z_id, seeds[kind], folder / kind, ctx.device)
+        torch_save(folder / "model.pt", identity.state_dict())
+        identity.to(ctx.device).eval()
+        if heldout:
+            summary["identity_distance"] = identity_distance(identity, latents, heldout, ctx.seed, ctx.device)
+            save_identity_figure(stage1_model, identity, clips, heldout, s.input_size, ctx.seed, folder / "identity.png")
+        return summary
+
+    return Artifact(kind="stage2", key=key, build=build)
+
+
+# --- the registered method -----------------------------------------------------------------------
+@register_method("latentface")
+class LatentFace(Method):
+    """LatentFace: stage-1 latents with the identity disentangled by stage 2 (paper Sec. 2)."""
+
+    Config = LatentFaceConfig
+    variants = tuple(VARIANTS)
+
+    def __init__(self, cfg: LatentFaceConfig, variant: str, ctx: MethodContext) -> None:
+        super().__init__(cfg, variant, ctx)
+        self.model, self.kinds = VARIANTS[variant]
+        self.stage1: Optional[Unsup3D] = None
+        self.identity: Optional[IdentityModel] = None
+
+    def artifacts(self) -> list[Artifact]:
+        stage1 = stage1_artifact(self.cfg, self.ctx)
+        if self.model is None:
+            return [stage1]
+        return [stage1, stage2_artifact(self.cfg, self.ctx, self.model, self.kinds)]
+
+    def load(self) -> None:
+        self.stage1 = load_stage1(self.cfg, self.ctx)
+        if self.model is not None:
+            folder = stage2_artifact(self.cfg, self.ctx, self.model, self.kinds).ensure(self.ctx.cache_dir)
+            identity = IdentityModel(self.model, self.kinds, stage1_config(self.cfg).latent_dim, self.cfg)
+            identity.load_state_dict(torch_load(folder / "model.pt"))
+            self.identity = identity.requires_grad_(False).to(self.ctx.device).eval()
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+        if task not in TASKS:
+            raise BenchError(f"latentface has features for {', '.join(TASKS)}, not {task!r}")
+        latents = self.stage1.encode_latents(x)
+        parts = []
+        for kind in KINDS:
+            z = latents[kind]
+            if kind in self.kinds:
+                z_id = self.identity.identity(kind, z, self.ctx.seed, index)
+                parts += [z - z_id, z] if task == "fer" else [z_id, z]
+            else:
+                parts.append(z)
+        return torch.cat(parts, dim=1)
+
+    def feature_layout(self, task: str) -> list[str]:
+        """Names of the feature blocks, in order (each block has the latent size D)."""
+        names = {"texture": "t", "shape": "s"}
+        layout = []
+        for kind in KINDS:
+            z = f"Z_{names[kind]}"
+            if kind in self.kinds:
+                layout += [f"{z} - Z_id_{names[kind]}", z] if task == "fer" else [f"Z_id_{names[kind]}", z]
+            else:
+                layout.append(z)
+        return layout
+
+    def info(self) -> dict:
+        source = perceptual_source(self.cfg)
+        info: dict[str, Any] = {
+            "perceptual_loss": source.mode,
+            "perceptual_loss_detail": source.describe(),
+            "stage2": self.model or "none",
+            "features": {task: self.feature_layout(task) for task in TASKS},
+        }
+        if self.model == "rdm":
+            info.update(sampler=self.cfg.sampler, sample_steps=self.cfg.sample_steps, loss_weighting=self.cfg.loss_weighting)
+        return info
+
+
+register_ablation(
+    "rdm",
+    [("latentface", "none"), ("latentface", "encoder"), ("latentface", "rdm-texture"), ("latentface", "rdm-shape"), ("latentface", "rdm-both")],
+)
