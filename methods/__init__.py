@@ -1,2 +1,3 @@
 """Registered methods, in the order tables list them; importing this package registers them."""
 from methods import sanity  # noqa: F401
+import methods.unsup3d.method  # noqa: F401

@@ -1,0 +1,284 @@
+"""The registered method ``unsup3d`` and the stage-1 artifact that LatentFace reuses.
+
+Stage 1 (paper Sec. 2.2) is trained once per (training config, pretraining data, seed, ablation)
+and shared: ``unsup3d`` reads its latents ``[Z_t, Z_s]`` as features, and every ``latentface``
+variant trains stage 2 on top of the same model. Stage 2 calls ``stage1_artifact`` (a dependency
+to list in its own ``artifacts()``) and ``load_stage1`` (the trained model, frozen, in eval
+mode), then ``model.encode_latents(x)``.
+
+Variants are the rows of the paper's Table 3: ``no-light`` and ``no-pose`` retrain stage 1
+without that encoder; ``no-shape`` and ``no-texture`` drop a latent from the default model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from harness.artifacts import Artifact
+from harness.config import Config
+from harness.errors import BenchError
+from harness.io import torch_load, torch_save
+from harness.registry import register_ablation, register_method
+from harness.train import TrainResult, fit
+from methods.base import Method, MethodContext, model_seed, to_input
+from methods.unsup3d.losses import (
+    CONFIDENCE_FORMS,
+    PERCEPTUAL_FALLBACKS,
+    PerceptualLoss,
+    PerceptualSource,
+    resolve_perceptual,
+    scale_invariant_depth_error,
+    vgg16_relu3_3,
+)
+from methods.unsup3d.model import Unsup3D, save_reconstruction_grid
+from methods.unsup3d.networks import CHANNELS_PER_GROUP, down_stages
+
+#: images shown in the reconstruction figure and scored for depth accuracy after training.
+FIGURE_IMAGES = 8
+DEPTH_EVAL_IMAGES = 256
+#: fields that do not change the trained weights (the resolved perceptual mode stands in for
+#: the first two in the artifact key).
+_NOT_IN_KEY = ("vgg_weights", "perceptual_fallback", "ckpt_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unsup3DConfig(Config):
+    """Stage-1 settings; defaults are the ``quick`` preset (CPU, minutes), see ``PRESETS``.
+
+    Attributes:
+        input_size: image side in pixels (paper: 64).
+        width: network width multiplier (paper: 1 = 64 base channels, 32 for light and pose);
+            a multiple of 1/16.
+        latent_dim: size of Z_t and Z_s (paper: 256).
+        epochs, batch_size: schedule (paper: 30 epochs, batch 16).
+        lr, weight_decay: Adam (paper: 1e-4; the Unsup3D reference adds weight decay 5e-4).
+        grad_clip: global gradient-norm clipping, None for off (a public re-implementation
+            used 5 against training collapse).
+        train_images: train on the first this many pretraining images, 0 for all.
+        perceptual_form: ``gaussian`` (Unsup3D reference) or ``laplacian`` (paper Eq. 10).
+        perceptual_fallback: without ImageNet VGG16 weights: ``off`` (no perceptual term) or
+            ``random`` (a fixed randomly initialised VGG16).
+        vgg_weights: path of ``vgg16-397923af.pth``; empty: torchvision's hub cache.
+        flip_weight, perceptual_weight: lambda_flip and lambda_f of paper Eq. 11.
+        renderer: rasterizer backend, ``torch``, ``pytorch3d`` or ``auto``.
+        ckpt_every: also checkpoint every this many steps (0: once per epoch).
+    """
+
+    input_size: int = 32
+    width: float = 0.25
+    latent_dim: int = 64
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = 5.0
+    train_images: int = 0
+    perceptual_form: str = "gaussian"
+    perceptual_fallback: str = "off"
+    vgg_weights: str = ""
+    flip_weight: float = 0.5
+    perceptual_weight: float = 1.0
+    renderer: str = "torch"
+    ckpt_every: int = 0
+
+    PRESETS = {
+        "smoke": {"width": 0.125, "latent_dim": 16, "epochs": 1, "batch_size": 8, "train_images": 32},
+        "paper": {"input_size": 64, "width": 1.0, "latent_dim": 256, "epochs": 30, "batch_size": 16, "grad_clip": None},
+    }
+
+    def check(self) -> None:
+        try:
+            down_stages(self.input_size)
+        except ValueError as err:
+            raise BenchError(f"unsup3d.input_size: {err}") from None
+        if (64 * self.width) % CHANNELS_PER_GROUP or self.width <= 0:
+            raise BenchError(f"unsup3d.width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
+        if self.perceptual_fallback not in PERCEPTUAL_FALLBACKS:
+            raise BenchError(f"unsup3d.perceptual_fallback: choose one of {', '.join(PERCEPTUAL_FALLBACKS)}")
+        if self.perceptual_form not in CONFIDENCE_FORMS:
+            raise BenchError(f"unsup3d.perceptual_form: choose one of {', '.join(CONFIDENCE_FORMS)}")
+        if self.renderer not in ("torch", "pytorch3d", "auto"):
+            raise BenchError("unsup3d.renderer: choose one of torch, pytorch3d, auto")
+        if min(self.epochs, self.batch_size, self.latent_dim) < 1:
+            raise BenchError("unsup3d: epochs, batch_size and latent_dim must be positive")
+
+
+# --- stage 1 as a shared artifact ----------------------------------------------------------------
+def stage1_config(cfg: Config) -> Unsup3DConfig:
+    """The stage-1 settings of any config that carries ``Unsup3DConfig``'s fields (e.g. a
+    stage-2 config that subclasses it), so both methods key the same artifact."""
+    return Unsup3DConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Unsup3DConfig)})
+
+
+def perceptual_source(cfg: Config) -> PerceptualSource:
+    """Which VGG16 the perceptual loss uses on this machine (warns once when it is not ImageNet's)."""
+    return resolve_perceptual(cfg.vgg_weights, cfg.perceptual_fallback)
+
+
+def build_model(cfg: Config, seed: int, light: bool = True, pose: bool = True, perceptual: Optional[PerceptualSource] = None) -> Unsup3D:
+    """A freshly initialised stage-1 model (weights drawn from ``seed``, global RNG untouched).
+
+    Args:
+        perceptual: build the perceptual loss from this source; None for a model that is only
+            loaded and evaluated.
+    """
+    s = stage1_config(cfg)
+    features = vgg16_relu3_3(perceptual, seed) if perceptual is not None else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Unsup3D(
+            image_size=s.input_size,
+            width=s.width,
+            latent_dim=s.latent_dim,
+            light=light,
+            pose=pose,
+            perceptual=PerceptualLoss(features, s.perceptual_form) if features is not None else None,
+            flip_weight=s.flip_weight,
+            perceptual_weight=s.perceptual_weight,
+            renderer_backend=s.renderer,
+        )
+
+
+def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, workdir: Path, device: torch.device) -> TrainResult:
+    """Train (or resume training) ``model`` on uint8 images (N, 3, S, S) with the shared loop.
+
+    Each batch is resized to the model's input and half of it, drawn per step, is mirrored
+    (random horizontal flip, as in the paper's training).
+    """
+    s = stage1_config(cfg)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+
+    def step(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = to_input(batch, s.input_size, device)
+        coin = torch.Generator().manual_seed(seed * 1_000_003 + int(model.train_steps))
+        flip = (torch.rand(x.shape[0], generator=coin) < 0.5).to(device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        model.train_steps += 1
+        return model(x).losses
+
+    return fit(
+        model=model,
+        optimizer=optimizer,
+        step=step,
+        data=images,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        seed=seed,
+        workdir=workdir,
+        device=device,
+        grad_clip=s.grad_clip,
+        ckpt_every=s.ckpt_every,
+        desc="unsup3d stage 1",
+        setting_hint=" (--set unsup3d.lr=... / unsup3d.grad_clip=5)",
+    )
+
+
+@torch.no_grad()
+def depth_error(model: Unsup3D, images: torch.Tensor, depth: torch.Tensor, device: torch.device, batch_size: int = 64) -> float:
+    """Mean scale-invariant depth error (SIDE) of the predicted view depth against ground truth.
+
+    Args:
+        images: uint8 (N, 3, S, S).
+        depth: ground-truth view depth (N, S', S'), resized to the model's input size; only
+            pixels the reconstruction covers are scored.
+    """
+    size = model.renderer.image_size
+    errors = []
+    for start in range(0, len(images), batch_size):
+        x = to_input(images[start : start + batch_size], size, device)
+        view = model.view_depth(x)
+        target = depth[start : start + x.shape[0], None].float().to(device)
+        target = F.interpolate(target, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        mask = view < model.renderer.depth_clamp[1]
+        errors.append(scale_invariant_depth_error(view, target, mask))
+    return float(torch.cat(errors).mean())
+
+
+def stage1_artifact(cfg: Config, ctx: MethodContext, light: bool = True, pose: bool = True) -> Artifact:
+    """The trained stage-1 model for this config, pretraining data and seed.
+
+    The key holds only what changes the weights: never the method name or variant, except the
+    ``light``/``pose`` ablations, so ``unsup3d`` and every ``latentface`` variant share one model.
+    """
+    s = stage1_config(cfg)
+    source = perceptual_source(s)
+    key = {
+        "config": {k: v for k, v in s.to_dict().items() if k not in _NOT_IN_KEY},
+        "perceptual": source.mode,
+        "data": ctx.pretrain_fingerprint,
+        "seed": ctx.seed,
+        "light": light,
+        "pose": pose,
+    }
+
+    def build(folder: Path) -> dict[str, Any]:
+        pretrain = ctx.load_pretrain()
+        images = pretrain.images[: s.train_images] if s.train_images else pretrain.images
+        seed = model_seed(ctx, "stage1")
+        model = build_model(s, seed, light=light, pose=pose, perceptual=source)
+        result = train_stage1(model, images, s, seed, folder, ctx.device)
+        torch_save(folder / "model.pt", model.state_dict())
+        save_reconstruction_grid(model, to_input(images[:FIGURE_IMAGES], s.input_size, ctx.device), folder / "reconstructions.png")
+        summary: dict[str, Any] = {**result.summary(), "perceptual": source.mode, "perceptual_detail": source.describe(), "train_images": len(images)}
+        if "depth" in pretrain.extras:
+            n = min(DEPTH_EVAL_IMAGES, len(images))
+            summary["side"] = depth_error(model, images[:n], pretrain.extras["depth"][:n], ctx.device)
+        return summary
+
+    return Artifact(kind="stage1", key=key, build=build)
+
+
+def load_stage1(cfg: Config, ctx: MethodContext, light: bool = True, pose: bool = True) -> Unsup3D:
+    """The trained stage-1 model (built first if needed), frozen, in eval mode on ``ctx.device``."""
+    folder = stage1_artifact(cfg, ctx, light=light, pose=pose).ensure(ctx.cache_dir)
+    model = build_model(cfg, seed=0, light=light, pose=pose)  # weights come from the file
+    model.load_state_dict(torch_load(folder / "model.pt"))
+    model.requires_grad_(False)
+    return model.to(ctx.device).eval()
+
+
+# --- the registered method -----------------------------------------------------------------------
+#: variants that retrain stage 1 without an encoder, and variants that drop a latent.
+_RETRAINED = {"no-light": {"light": False}, "no-pose": {"pose": False}}
+_DROPPED = {"no-shape": "shape", "no-texture": "texture"}
+
+
+@register_method("unsup3d")
+class Unsup3DMethod(Method):
+    """Unsup3D / LatentFace stage 1 alone; features ``[Z_t, Z_s]`` for every protocol."""
+
+    Config = Unsup3DConfig
+    variants = ("default", "no-light", "no-pose", "no-shape", "no-texture")
+
+    def __init__(self, cfg: Unsup3DConfig, variant: str, ctx: MethodContext) -> None:
+        super().__init__(cfg, variant, ctx)
+        self.ablation = _RETRAINED.get(variant, {})
+        self.parts = tuple(p for p in ("texture", "shape") if p != _DROPPED.get(variant))
+        self.model: Optional[Unsup3D] = None
+
+    def artifacts(self) -> list[Artifact]:
+        return [stage1_artifact(self.cfg, self.ctx, **self.ablation)]
+
+    def load(self) -> None:
+        self.model = load_stage1(self.cfg, self.ctx, **self.ablation)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+        latents = self.model.encode_latents(x)
+        return torch.cat([latents[p] for p in self.parts], dim=1)
+
+    def info(self) -> dict:
+        source = perceptual_source(self.cfg)
+        return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe(), "features": list(self.parts)}
+
+
+register_ablation(
+    "pixel",
+    [("unsup3d", "no-light"), ("unsup3d", "no-pose"), ("unsup3d", "no-shape"), ("unsup3d", "no-texture"), ("unsup3d", "default")],
+)
