@@ -1,3 +1,4 @@
 """Registered methods, in the order tables list them; importing this package registers them."""
 from methods import sanity  # noqa: F401
 import methods.unsup3d.method  # noqa: F401
+from methods import simclr, mae  # noqa: F401  (registration order = table order)
