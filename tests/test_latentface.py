@@ -69,8 +69,8 @@ def test_smoke_build_trains_stage1_once_and_shares_it(ctx: MethodContext) -> Non
 
 def test_a_kinds_denoiser_is_the_same_in_every_variant(ctx: MethodContext) -> None:
     both, texture = prepared("rdm-both", ctx), prepared("rdm-texture", ctx)
-    for name, value in texture.identity.nets["texture"].state_dict().items():
-        assert torch.equal(value, both.identity.nets["texture"].state_dict()[name]), name
+    for name, value in texture.stage2.nets["texture"].state_dict().items():
+        assert torch.equal(value, both.stage2.nets["texture"].state_dict()[name]), name
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_features_are_seeded_per_sample(ctx: MethodContext) -> None:
     assert torch.allclose(first[2:], method.encode(x[2:], "fer", index[2:]), atol=1e-5)  # batch split
     # Another cell seed with the same trained networks: only the start noise changes.
     other = LatentFace(method.cfg, "rdm-both", dataclasses.replace(ctx, seed=1))
-    other.stage1, other.identity = method.stage1, method.identity
+    other.stage1, other.stage2 = method.stage1, method.stage2
     assert not torch.allclose(first, other.encode(x, "fer", index), atol=1e-4)
 
 

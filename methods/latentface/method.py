@@ -190,7 +190,7 @@ class IdentityModel(nn.Module):
         return denoising_loss(lambda z_t, t: net(z_t, t, z_exp), z_id, self.schedule, self.cfg.loss_weighting, generator)
 
     @torch.no_grad()
-    def identity(self, kind: str, z_exp: torch.Tensor, seed: int, index: torch.Tensor) -> torch.Tensor:
+    def predict(self, kind: str, z_exp: torch.Tensor, seed: int, index: torch.Tensor) -> torch.Tensor:
         """Z_id_hat (B, D) for frame latents (B, D); the RDM's start noise is seeded by (seed, index)."""
         net = self.nets[kind]
         if self.model == "encoder":
@@ -200,11 +200,11 @@ class IdentityModel(nn.Module):
 
 
 def train_kind(
-    identity: IdentityModel, kind: str, z_exp: torch.Tensor, z_id: torch.Tensor, seed: int, workdir: Path, device: torch.device
+    stage2: IdentityModel, kind: str, z_exp: torch.Tensor, z_id: torch.Tensor, seed: int, workdir: Path, device: torch.device
 ) -> dict[str, Any]:
     """Train one kind's network with the shared loop (Adam + cosine schedule, paper Sec. 3.1)."""
-    cfg = identity.cfg
-    net = identity.nets[kind].to(device)
+    cfg = stage2.cfg
+    net = stage2.nets[kind].to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.stage2_epochs)
     # Steps and noise of the diffusion loss; a resumed run draws them afresh (batches stay exact).
@@ -212,7 +212,7 @@ def train_kind(
     dim = z_exp.shape[1]
 
     def step(rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": identity.loss(kind, rows[:, :dim], rows[:, dim:], generator)}
+        return {"loss": stage2.loss(kind, rows[:, :dim], rows[:, dim:], generator)}
 
     tic = time.perf_counter()
     result = fit(
@@ -226,7 +226,7 @@ def train_kind(
         workdir=workdir,
         device=device,
         scheduler=scheduler,
-        desc=f"latentface stage 2 {identity.model} {kind}",
+        desc=f"latentface stage 2 {stage2.model} {kind}",
         setting_hint=" (--set latentface.stage2_lr=...)",
     )
     return {**result.summary(), "train_seconds": time.perf_counter() - tic}
@@ -234,7 +234,7 @@ def train_kind(
 
 # --- diagnostics ---------------------------------------------------------------------------------
 def identity_distance(
-    identity: IdentityModel, latents: dict[str, torch.Tensor], clips: list[torch.Tensor], seed: int, device: torch.device
+    stage2: IdentityModel, latents: dict[str, torch.Tensor], clips: list[torch.Tensor], seed: int, device: torch.device
 ) -> dict[str, dict[str, float]]:
     """How close the predicted identity is to the clip mean, on held-out clips (paper Fig. 7, as a number).
 
@@ -244,9 +244,9 @@ def identity_distance(
     """
     index = torch.cat(clips)
     out: dict[str, dict[str, float]] = {}
-    for kind in identity.nets:
+    for kind in stage2.nets:
         z_exp, z_id = identity_targets(latents[kind], clips)
-        pred = identity.identity(kind, z_exp.to(device), seed, index).cpu()
+        pred = stage2.predict(kind, z_exp.to(device), seed, index).cpu()
         d_pred = float((pred - z_id).norm(dim=1).mean())
         d_frame = float((z_exp - z_id).norm(dim=1).mean())
         out[kind] = {"pred_to_clip_mean": d_pred, "frame_to_clip_mean": d_frame, "ratio": d_pred / max(d_frame, 1e-12)}
@@ -264,7 +264,7 @@ def render_frontal(stage1: Unsup3D, texture: torch.Tensor, shape: torch.Tensor, 
 
 
 def save_identity_figure(
-    stage1: Unsup3D, identity: IdentityModel, clips: ClipSet, heldout: list[torch.Tensor], input_size: int, seed: int, path: Path
+    stage1: Unsup3D, stage2: IdentityModel, clips: ClipSet, heldout: list[torch.Tensor], input_size: int, seed: int, path: Path
 ) -> None:
     """PNG, three rows per held-out clip (paper Figs. 3 and 7): the frames, their decoded frame
     latents Z_exp, and the decoded predicted identity (latents a variant does not disentangle
@@ -275,7 +275,7 @@ def save_identity_figure(
         index = clip[:FIGURE_FRAMES]
         x = to_input(clips.frames.images[index], input_size, device)
         latents = stage1.encode_latents(x)
-        ident = {k: identity.identity(k, latents[k], seed, index) if k in identity.nets else latents[k] for k in KINDS}
+        ident = {k: stage2.predict(k, latents[k], seed, index) if k in stage2.nets else latents[k] for k in KINDS}
         rows += [
             (x / 2 + 0.5).clamp(0, 1),
             render_frontal(stage1, latents["texture"], latents["shape"], latents["light"]),
@@ -308,16 +308,16 @@ def stage2_artifact(cfg: LatentFaceConfig, ctx: MethodContext, model: str, kinds
         if not train:
             raise BenchError("latentface: no training clips left after the hold-out; lower latentface.holdout")
         seeds = {kind: model_seed(ctx, "stage2", model, kind) for kind in kinds}
-        identity = IdentityModel(model, kinds, s.latent_dim, cfg, seeds)
+        stage2 = IdentityModel(model, kinds, s.latent_dim, cfg, seeds)
         summary: dict[str, Any] = {"train_clips": len(train), "heldout_clips": len(heldout)}
         for kind in kinds:
             z_exp, z_id = identity_targets(latents[kind], train)
-            summary[kind] = train_kind(identity, kind, z_exp, z_id, seeds[kind], folder / kind, ctx.device)
-        torch_save(folder / "model.pt", identity.state_dict())
-        identity.to(ctx.device).eval()
+            summary[kind] = train_kind(stage2, kind, z_exp, z_id, seeds[kind], folder / kind, ctx.device)
+        torch_save(folder / "model.pt", stage2.state_dict())
+        stage2.to(ctx.device).eval()
         if heldout:
-            summary["identity_distance"] = identity_distance(identity, latents, heldout, ctx.seed, ctx.device)
-            save_identity_figure(stage1_model, identity, clips, heldout, s.input_size, ctx.seed, folder / "identity.png")
+            summary["identity_distance"] = identity_distance(stage2, latents, heldout, ctx.seed, ctx.device)
+            save_identity_figure(stage1_model, stage2, clips, heldout, s.input_size, ctx.seed, folder / "identity.png")
         return summary
 
     return Artifact(kind="stage2", key=key, build=build)
@@ -335,7 +335,7 @@ class LatentFace(Method):
         super().__init__(cfg, variant, ctx)
         self.model, self.kinds = VARIANTS[variant]
         self.stage1: Optional[Unsup3D] = None
-        self.identity: Optional[IdentityModel] = None
+        self.stage2: Optional[IdentityModel] = None
 
     def artifacts(self) -> list[Artifact]:
         stage1 = stage1_artifact(self.cfg, self.ctx)
@@ -347,36 +347,32 @@ class LatentFace(Method):
         self.stage1 = load_stage1(self.cfg, self.ctx)
         if self.model is not None:
             folder = stage2_artifact(self.cfg, self.ctx, self.model, self.kinds).ensure(self.ctx.cache_dir)
-            identity = IdentityModel(self.model, self.kinds, stage1_config(self.cfg).latent_dim, self.cfg)
-            identity.load_state_dict(torch_load(folder / "model.pt"))
-            self.identity = identity.requires_grad_(False).to(self.ctx.device).eval()
+            stage2 = IdentityModel(self.model, self.kinds, stage1_config(self.cfg).latent_dim, self.cfg)
+            stage2.load_state_dict(torch_load(folder / "model.pt"))
+            self.stage2 = stage2.requires_grad_(False).to(self.ctx.device).eval()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
         if task not in TASKS:
             raise BenchError(f"latentface has features for {', '.join(TASKS)}, not {task!r}")
         latents = self.stage1.encode_latents(x)
-        parts = []
+        z_id = {kind: self.stage2.predict(kind, latents[kind], self.ctx.seed, index) for kind in self.kinds}
+        value = {"Z": lambda k: latents[k], "Z_id": lambda k: z_id[k], "Z - Z_id": lambda k: latents[k] - z_id[k]}
+        return torch.cat([value[block](kind) for kind, block in self.feature_blocks(task)], dim=1)
+
+    def feature_blocks(self, task: str) -> list[tuple[str, str]]:
+        """(latent kind, block) in feature order, each block D wide: ``Z``, ``Z_id`` or ``Z - Z_id``."""
+        blocks = []
         for kind in KINDS:
-            z = latents[kind]
             if kind in self.kinds:
-                z_id = self.identity.identity(kind, z, self.ctx.seed, index)
-                parts += [z - z_id, z] if task == "fer" else [z_id, z]
-            else:
-                parts.append(z)
-        return torch.cat(parts, dim=1)
+                blocks.append((kind, "Z - Z_id" if task == "fer" else "Z_id"))
+            blocks.append((kind, "Z"))
+        return blocks
 
     def feature_layout(self, task: str) -> list[str]:
-        """Names of the feature blocks, in order (each block has the latent size D)."""
-        names = {"texture": "t", "shape": "s"}
-        layout = []
-        for kind in KINDS:
-            z = f"Z_{names[kind]}"
-            if kind in self.kinds:
-                layout += [f"{z} - Z_id_{names[kind]}", z] if task == "fer" else [f"Z_id_{names[kind]}", z]
-            else:
-                layout.append(z)
-        return layout
+        """Readable names of the feature blocks, e.g. ``["Z_t - Z_id_t", "Z_t", "Z_s"]``."""
+        names = {"Z": "Z_{k}", "Z_id": "Z_id_{k}", "Z - Z_id": "Z_{k} - Z_id_{k}"}
+        return [names[block].format(k=kind[0]) for kind, block in self.feature_blocks(task)]
 
     def info(self) -> dict:
         source = perceptual_source(self.cfg)
