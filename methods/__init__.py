@@ -2,3 +2,4 @@
 from methods import sanity  # noqa: F401
 import methods.unsup3d.method  # noqa: F401
 from methods import simclr, mae  # noqa: F401  (registration order = table order)
+import methods.latentface.method  # noqa: F401
