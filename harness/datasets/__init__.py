@@ -1,2 +1,3 @@
 """Registered datasets; importing this package registers them all."""
 from harness.datasets import folder, lfw  # noqa: F401
+from harness.datasets import synthetic  # noqa: F401

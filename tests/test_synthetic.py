@@ -1,0 +1,143 @@
+"""The built-in synthetic face world: determinism, shapes, splits and their protocol invariants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.datasets.synthetic import SyntheticConfig, SyntheticFaces, SyntheticPose30, world
+from harness.datasets.synthetic import dataset as synthetic_dataset
+from harness.datasets.synthetic.render import render
+from harness.errors import BenchError
+from harness.registry import DATASETS
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> SyntheticFaces:
+    """The smoke preset, generated once for the module (a few seconds)."""
+    return SyntheticFaces(SyntheticConfig.resolve("smoke"), None, tmp_path_factory.mktemp("cache"))
+
+
+def tiny(**changes) -> SyntheticConfig:
+    return SyntheticConfig.resolve("smoke").replace(pretrain_images=6, **changes)
+
+
+def test_registered_under_both_names():
+    assert DATASETS.get("synthetic") is SyntheticFaces
+    assert DATASETS.get("synthetic-pose30") is SyntheticPose30
+    assert not SyntheticFaces.needs_root
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+    first = synthetic_dataset.build_split(tiny(), "pretrain")
+    again = synthetic_dataset.build_split(tiny(), "pretrain")
+    other = synthetic_dataset.build_split(tiny(seed=1), "pretrain")
+    assert torch.equal(first.images, again.images)
+    assert torch.equal(first.extras["depth"], again.extras["depth"])
+    assert not torch.equal(first.images, other.images)
+
+
+def test_workers_do_not_change_the_bytes(monkeypatch):
+    """Chunks rendered by DataLoader workers equal the same batches rendered in this process."""
+    rng = np.random.default_rng(0)
+    n = 2 * synthetic_dataset.RENDER_BATCH
+    scene = world.compose(
+        world.identity_table(0, 5), rng.integers(0, 5, n), world.sample_expressions(rng, rng.integers(0, 7, n)),
+        world.sample_poses(rng, n, 60.0), world.sample_environments(rng, n),
+    )
+    monkeypatch.setattr(synthetic_dataset, "CHUNK", synthetic_dataset.RENDER_BATCH)  # two chunks -> two workers
+    images, depth = synthetic_dataset.render_scenes(scene, 32)
+    with synthetic_dataset._one_thread():  # the workers render on one thread too
+        direct = [render(world.take(scene, slice(k, k + synthetic_dataset.RENDER_BATCH)), 32) for k in (0, n // 2)]
+    assert torch.equal(images, torch.cat([d[0] for d in direct]))
+    assert torch.equal(depth, torch.cat([d[1] for d in direct]).half())
+
+
+def test_shapes_dtypes_and_ground_truth(smoke):
+    images = smoke.pretrain()
+    n = len(images)
+    assert images.images.shape == (128, 3, 64, 64) and images.images.dtype == torch.uint8
+    assert images.labels is None and images.identities.dtype == torch.int64
+    extras = images.extras
+    assert extras["pose"].shape == (n, 3) and extras["light"].shape == (n, 8)
+    assert extras["units"].shape == (n, len(world.ACTION_UNITS))
+    assert extras["expression"].dtype == torch.int64 and extras["expression"].max() < 7
+    depth = extras["depth"]
+    assert depth.shape == (n, 64, 64) and depth.dtype == torch.float16
+    assert (depth[:, 32, 32] > 0).all(), "the image centre shows the face"
+    assert (depth == 0).any(dim=(1, 2)).float().mean() > 0.9, "most images show some background"
+    assert extras["pose"][:, 0].abs().max() <= 60.0
+    assert images.images.float().std() > 30, "images are not flat"
+
+
+def test_fer_splits_labelled_balanced_and_identity_disjoint(smoke):
+    train, test = smoke.fer_split("train"), smoke.fer_split("test")
+    assert (len(train), len(test)) == (140, 70)
+    assert train.class_names == world.EXPRESSIONS == ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
+    assert torch.bincount(train.labels, minlength=7).tolist() == [20] * 7
+    assert torch.bincount(test.labels, minlength=7).tolist() == [10] * 7
+    assert torch.equal(train.labels, train.extras["expression"])
+    with pytest.raises(BenchError):
+        smoke.fer_split("val")
+
+
+def test_test_people_never_train(smoke):
+    training = torch.cat([smoke.pretrain().identities, smoke.clips().frames.identities, smoke.fer_split("train").identities])
+    fer_test = smoke.fer_split("test").identities
+    verification = smoke.verification()[0].identities
+    assert not set(training.tolist()) & set(fer_test.tolist())
+    assert not set(training.tolist()) & set(verification.tolist())
+    assert not set(fer_test.tolist()) & set(verification.tolist())
+
+
+def test_clips_hold_sixteen_frames_of_one_person(smoke):
+    clips = smoke.clips()
+    assert len(clips.clips) == 8
+    for clip in clips.clips:
+        assert len(clip) == 16
+        assert len(set(clips.frames.identities[clip].tolist())) == 1
+        assert clips.frames.extras["expression"][clip].unique().numel() > 1, "expressions vary within a clip"
+        assert clips.frames.extras["pose"][clip, 0].std() > 0, "the head moves within a clip"
+
+
+def test_verification_folds_are_balanced_valid_and_person_disjoint(smoke):
+    images, pairs = smoke.verification()
+    assert pairs.n_folds == 10 and len(pairs) == 10 * 20
+    assert int(pairs.left.max()) < len(images) and int(pairs.right.max()) < len(images)
+    ids = images.identities
+    assert torch.equal(pairs.same, ids[pairs.left] == ids[pairs.right])
+    assert not (pairs.left == pairs.right).any()
+    people_seen: set[int] = set()
+    for fold in range(10):
+        in_fold = pairs.fold == fold
+        assert int(pairs.same[in_fold].sum()) == 10 and int((~pairs.same[in_fold]).sum()) == 10
+        people = set(ids[pairs.left[in_fold]].tolist()) | set(ids[pairs.right[in_fold]].tolist())
+        assert not people & people_seen
+        people_seen |= people
+        keys = {tuple(sorted(p)) for p in zip(pairs.left[in_fold].tolist(), pairs.right[in_fold].tolist())}
+        assert len(keys) == 20, "no pair repeats"
+
+
+def test_pose30_keeps_large_yaw_test_images_and_the_same_training(smoke):
+    pose = SyntheticPose30(smoke.cfg, None, smoke.cache_dir)
+    test = pose.fer_split("test")
+    assert 0 < len(test) < len(smoke.fer_split("test"))
+    assert (test.extras["pose"][:, 0].abs() >= 30).all()
+    assert torch.equal(pose.fer_split("train").images, smoke.fer_split("train").images)
+
+
+def test_cache_returns_the_stored_split(smoke):
+    assert torch.equal(smoke.pretrain().images, smoke.pretrain().images)
+    assert any((smoke.cache_dir / "synthetic").iterdir())
+
+
+def test_identity_rows_do_not_depend_on_the_table_size():
+    small, large = world.identity_table(3, 4), world.identity_table(3, 50)
+    for name, values in small.items():
+        assert np.array_equal(values, large[name][:4]), name
+
+
+@pytest.mark.parametrize("change", [dict(pretrain_images=0), dict(images_per_person=1), dict(max_yaw=120.0)])
+def test_impossible_sizes_are_rejected(change):
+    with pytest.raises(BenchError):
+        SyntheticConfig.resolve("smoke", {k: str(v) for k, v in change.items()}, section="synthetic")
