@@ -41,11 +41,14 @@ class FeatureSource:
         }
         return cached(self.cache_dir, "features", key, lambda: self._compute(split, flip))
 
-    @torch.no_grad()
     def _compute(self, split: str, flip: bool) -> torch.Tensor:
         if not self._prepared:  # train or load the model only when a feature is missing
             self.method.prepare()
             self._prepared = True
+        with torch.no_grad():
+            return self._encode_all(split, flip)
+
+    def _encode_all(self, split: str, flip: bool) -> torch.Tensor:
         images = self.images(split).images
         device = self.method.ctx.device
         out = []
