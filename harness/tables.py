@@ -136,6 +136,8 @@ def make_table(grid: Grid, rows: list[RowKey], protocols: list[str], paper: dict
     for protocol in protocols:
         for dataset in grid.columns(protocol, rows):
             metric = "acc / F1" if protocol == "fer" else "acc"
+            if len(protocols) > 1:
+                metric = f"{'FER' if protocol == 'fer' else 'verification'} {metric}"
             fmt = fer_cell if protocol == "fer" else verification_cell
             headers.append(f"{dataset} {metric}")
             getters.append(lambda k, p=protocol, d=dataset, f=fmt: f(grid.records(k, p, d)))
