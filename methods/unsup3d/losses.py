@@ -74,7 +74,9 @@ class PerceptualSource:
     def describe(self) -> str:
         if self.mode == "imagenet":
             return f"ImageNet VGG16 from {self.path}"
-        return "randomly initialised VGG16 (fixed seed)" if self.mode == "random" else "off"
+        if self.mode == "random":
+            return "ImageNet VGG16 weights not found: a fixed randomly initialised VGG16 (seeded) instead"
+        return "ImageNet VGG16 weights not found: perceptual term off"
 
 
 _warned: set[str] = set()
@@ -95,8 +97,8 @@ def resolve_perceptual(vgg_weights: str, fallback: str) -> PerceptualSource:
         return PerceptualSource("imagenet", path)
     source = PerceptualSource(fallback)
     message = (
-        f"ImageNet VGG16 weights not found at {path}; perceptual loss: {source.describe()}. "
-        f"Put the file there or set unsup3d.vgg_weights=PATH to train as the paper did."
+        f"ImageNet VGG16 weights not found at {path}; perceptual loss: {fallback} "
+        f"(unsup3d.perceptual_fallback). Put the file there or set unsup3d.vgg_weights=PATH to train as the paper did."
     )
     if message not in _warned:
         _warned.add(message)

@@ -55,7 +55,8 @@ class Unsup3DConfig(Config):
             a multiple of 1/16.
         latent_dim: size of Z_t and Z_s (paper: 256).
         epochs, batch_size: schedule (paper: 30 epochs, batch 16).
-        lr, weight_decay: Adam (paper: 1e-4; the Unsup3D reference adds weight decay 5e-4).
+        lr, weight_decay: Adam (paper: 1e-4; the Unsup3D reference adds weight decay 5e-4;
+            ``quick`` doubles the rate for its few hundred steps).
         grad_clip: global gradient-norm clipping, None for off (a public re-implementation
             used 5 against training collapse).
         train_images: train on the first this many pretraining images, 0 for all.
@@ -71,9 +72,9 @@ class Unsup3DConfig(Config):
     input_size: int = 32
     width: float = 0.25
     latent_dim: int = 64
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 1e-4
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 2e-4
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 5.0
     train_images: int = 0
@@ -87,7 +88,7 @@ class Unsup3DConfig(Config):
 
     PRESETS = {
         "smoke": {"width": 0.125, "latent_dim": 16, "epochs": 1, "batch_size": 8, "train_images": 32},
-        "paper": {"input_size": 64, "width": 1.0, "latent_dim": 256, "epochs": 30, "batch_size": 16, "grad_clip": None},
+        "paper": {"input_size": 64, "width": 1.0, "latent_dim": 256, "epochs": 30, "batch_size": 16, "lr": 1e-4, "grad_clip": None},
     }
 
     def check(self) -> None:
@@ -143,6 +144,7 @@ def build_model(cfg: Config, seed: int, light: bool = True, pose: bool = True, p
         )
 
 
+@torch.enable_grad()  # artifacts may be built lazily from inside a no_grad feature extraction
 def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, workdir: Path, device: torch.device) -> TrainResult:
     """Train (or resume training) ``model`` on uint8 images (N, 3, S, S) with the shared loop.
 
@@ -185,8 +187,8 @@ def depth_error(model: Unsup3D, images: torch.Tensor, depth: torch.Tensor, devic
 
     Args:
         images: uint8 (N, 3, S, S).
-        depth: ground-truth view depth (N, S', S'), resized to the model's input size; only
-            pixels the reconstruction covers are scored.
+        depth: ground-truth view depth (N, S', S'), 0 on the background, resized to the
+            model's input size; pixels that both the truth and the reconstruction cover are scored.
     """
     size = model.renderer.image_size
     errors = []
@@ -194,8 +196,9 @@ def depth_error(model: Unsup3D, images: torch.Tensor, depth: torch.Tensor, devic
         x = to_input(images[start : start + batch_size], size, device)
         view = model.view_depth(x)
         target = depth[start : start + x.shape[0], None].float().to(device)
-        target = F.interpolate(target, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-        mask = view < model.renderer.depth_clamp[1]
+        # nearest: averaging would blend the face with the background's zero depth
+        target = F.interpolate(target, size=(size, size), mode="nearest")[:, 0]
+        mask = (view < model.renderer.depth_clamp[1]) & (target > 0)
         errors.append(scale_invariant_depth_error(view, target, mask))
     return float(torch.cat(errors).mean())
 

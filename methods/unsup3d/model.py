@@ -32,6 +32,8 @@ FOV_DEGREES = 10.0
 POSE_SCALE = (math.radians(60),) * 3 + (0.1, 0.1, 0.0)
 #: (ambient, diffuse, direction) of the figures' shape column: oblique, so relief shows.
 SHAPE_LIGHT = (0.0, 1.0, (-0.5, -0.5, 1.0))
+#: figure tiles are enlarged (nearest neighbour) to at least this many pixels.
+FIGURE_TILE = 64
 
 
 def canonical_depth(raw: torch.Tensor) -> torch.Tensor:
@@ -229,5 +231,6 @@ def save_reconstruction_grid(model: Unsup3D, x: torch.Tensor, path: Path) -> Non
     """PNG with one row per image of ``x``: input, texture, shape, reconstruction, frontal view."""
     columns = model.figure_columns(x)
     rows = torch.stack(columns, dim=1).flatten(0, 1)  # sample-major: each grid row is one sample
+    rows = nn.functional.interpolate(rows, scale_factor=max(1, FIGURE_TILE // rows.shape[-1]), mode="nearest")
     with atomic_path(path) as tmp:
         torchvision.utils.save_image(rows.cpu(), tmp, nrow=len(columns), padding=2, pad_value=1.0, format="png")
