@@ -117,7 +117,7 @@ def fit(
             busy += time.perf_counter() - tic
             seen += batch.shape[0]
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
             if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < n_batches:
