@@ -117,8 +117,6 @@ class SelfSupervisedBaseline(Method):
 
         return net, optimizer, scheduler, step
 
-    # Training can be triggered lazily from inside no-grad feature extraction (FeatureSource).
-    @torch.enable_grad()
     def _train(self, folder: Path) -> dict:
         cfg = self.cfg
         images = self.ctx.load_pretrain().images
