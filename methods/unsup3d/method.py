@@ -144,7 +144,6 @@ def build_model(cfg: Config, seed: int, light: bool = True, pose: bool = True, p
         )
 
 
-@torch.enable_grad()  # artifacts may be built lazily from inside a no_grad feature extraction
 def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, workdir: Path, device: torch.device) -> TrainResult:
     """Train (or resume training) ``model`` on uint8 images (N, 3, S, S) with the shared loop.
 

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from harness.io import atomic_path
-from methods.unsup3d.losses import PerceptualLoss, photometric_loss
+from methods.unsup3d.losses import PerceptualLoss, masked_mean, photometric_loss
 from methods.unsup3d.networks import ConfidenceNet, FeatureAutoencoder, NumericalEncoder
 from methods.unsup3d.renderer import Renderer
 
@@ -202,9 +202,7 @@ class Unsup3D(nn.Module):
             terms["perceptual"] = self.perceptual(recon[:b], target, sigma_percep[:, :1], mask[:b])
             terms["perceptual_flip"] = self.perceptual(recon[b:], target, sigma_percep[:, 1:], mask[b:])
             total = total + self.perceptual_weight * (terms["perceptual"] + self.flip_weight * terms["perceptual_flip"])
-        with torch.no_grad():
-            m = mask[:b].expand_as(x)
-            recon_l1 = ((recon[:b] - x).abs() * m).sum() / m.sum().clamp_min(1)
+        recon_l1 = masked_mean((recon[:b] - x).abs(), mask[:b]).detach()
         return {"loss": total, **terms, "recon_l1": recon_l1}
 
     @torch.no_grad()
