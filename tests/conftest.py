@@ -13,6 +13,8 @@ from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.registry import DATASETS, load_plugins, register_dataset
 
 load_plugins()
+# tests use tiny tensors: one thread avoids oversubscribing the 2-core CI machine
+torch.set_num_threads(1)
 
 
 @pytest.fixture
