@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import multiprocessing
 import os
 from typing import Iterator
 
@@ -27,7 +28,7 @@ from harness.progress import progress
 from harness.registry import register_dataset
 
 #: Bump when the world or the renderer changes what a config produces (invalidates caches).
-GENERATOR_VERSION = "synthetic-1"
+GENERATOR_VERSION = "synthetic-2"
 RENDER_BATCH = 16  # images per render call: small tensors stay in the CPU cache
 CHUNK = 256  # images per worker task (a multiple of RENDER_BATCH, so results do not depend on workers)
 STREAMS = {"pretrain": 10, "clips": 11, "fer-train": 12, "fer-test": 13, "verification": 14}
@@ -280,6 +281,8 @@ def render_scenes(scene: dict[str, np.ndarray], size: int, desc: str = "syntheti
     chunks = _Chunks(scene, size)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(cores, len(chunks), 8) if len(chunks) > 1 else 0
+    if multiprocessing.current_process().daemon:
+        workers = 0  # a daemonic process (e.g. a Pool worker) may not start processes of its own
     images, depths = [], []
     with progress(total=n, desc=desc, unit="img") as bar, _one_thread():
         for image, depth in DataLoader(chunks, batch_size=None, num_workers=workers):

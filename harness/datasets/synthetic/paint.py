@@ -133,7 +133,7 @@ def _nose(h: Head, c: Canvas) -> None:
     c.relief = c.relief + h.nose_out * _gauss(x, y, 0.0, tip_y + 0.035, 0.85 * h.nose_w, 0.055)
     c.relief = c.relief + 0.35 * h.nose_out * _gauss(h.ax, y, 1.25 * h.nose_w, tip_y + 0.03, 0.55 * h.nose_w, 0.045)
     c.paint(0.3 * c.albedo, 0.7 * _gauss(h.ax, y, 0.55 * h.nose_w, tip_y - 0.005, 0.022, 0.013))
-    bridge = torch.sigmoid((y - tip_y - 0.12) / 0.02) * torch.sigmoid((ey - 0.03 - y) / 0.02) * _gauss(x, 0.0, 0.0, 0.0, 0.07, 1.0)
+    bridge = torch.sigmoid((y - tip_y - 0.12) / 0.02) * torch.sigmoid((ey - 0.03 - y) / 0.02) * _bump(x, 0.0, 0.07)
     lines = 0.5 + 0.5 * torch.cos(2 * math.pi * (y - ey) / 0.035)
     c.albedo = c.albedo * (1 - 0.45 * h.up("wrinkle") * bridge * lines)
 
@@ -166,7 +166,7 @@ def _mouth(h: Head, c: Canvas) -> None:
     upper_in = line_y + (0.2 * drop + 0.03 * h.up("lip_raise")) * span
     lower_in = line_y - drop * span
     lip = h.lip_th * (1 - 0.6 * press)
-    cupid = 0.25 * lip * _gauss(x, 0.0, 0.0, 0.0, 0.03, 1.0)
+    cupid = 0.25 * lip * _bump(x, 0.0, 0.03)
     upper_out = upper_in + lip * (1 - 0.3 * torch.relu(smile)) * span**0.7 - cupid
     lower_out = lower_in - 1.3 * lip * (1 + 0.3 * torch.relu(-smile)) * span**0.7
     opening = torch.sigmoid((upper_in - y) / EDGE) * torch.sigmoid((y - lower_in) / EDGE) * across
@@ -235,7 +235,7 @@ def _hair(h: Head, c: Canvas, width: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Coverage and colour of the hair: above an irregular hairline (low and flat for bangs), and
     down the sides (to the jaw for long hair); adds volume to the relief."""
     x, y, ey, a0 = h.x, h.y, h.eye_y, h.head_width
-    strands = F.interpolate(h.p["hair_noise"][:, None], size=(GRID_H, GRID_W), mode="bicubic", align_corners=True)
+    strands = F.interpolate(h.p["hair_noise"][:, None], size=(GRID_H, GRID_W), mode="bilinear", align_corners=True)
     ragged = 0.03 * (strands - 0.5)
     hairline = torch.where(h.bangs > 0, ey + 0.24 + 0.05 * (x / a0) ** 2, ey + h.hairline + 0.13 * (x / a0) ** 2) + ragged
     side_bottom = torch.where(h.long_hair > 0, -0.95, ey - 0.3)
@@ -247,8 +247,15 @@ def _hair(h: Head, c: Canvas, width: torch.Tensor) -> tuple[torch.Tensor, torch.
     return hair, h.hair * (0.6 + 0.8 * strands)
 
 
-def _gauss(x: torch.Tensor, y, cx, cy, sx, sy) -> torch.Tensor:
-    return torch.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
+def _gauss(x: torch.Tensor, y: torch.Tensor, cx, cy, sx, sy) -> torch.Tensor:
+    """An axis-aligned Gaussian bump, as the product of its x and y factors: these span one row
+    or one column of the grid only, so the exponentials stay cheap."""
+    return _bump(x, cx, sx) * _bump(y, cy, sy)
+
+
+def _bump(v: torch.Tensor, centre, sigma) -> torch.Tensor:
+    """A 1D Gaussian profile with peak 1."""
+    return torch.exp(-0.5 * ((v - centre) / sigma) ** 2)
 
 
 def _segment_distance(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
