@@ -51,9 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     how.add_argument("--executor", default="inline", choices=("inline", "local", "slurm"),
                      help="inline: this process; local: submitit local processes; slurm: Slurm job arrays")
+    how.add_argument("--slurm-profile", default="local-test", metavar="NAME",
+                     help="cluster settings for --executor local/slurm: slurm/profiles/NAME.toml or a .toml path "
+                     "(default: local-test)")
+    how.add_argument("--slurm", dest="slurm_overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a profile key, e.g. partition=gpu, timeout_min=120, "
+                     "additional_parameters.exclude=node17 (repeatable; KEY= unsets it)")
+    how.add_argument("--plugins", default=os.environ.get("BENCH_PLUGINS", ""), metavar="MODULES",
+                     help="comma-separated modules to import here and in every job, to register your own datasets "
+                     "or methods (default: $BENCH_PLUGINS)")
+    how.add_argument("--detach", action="store_true",
+                     help="with --executor slurm: submit and return without waiting; follow with --status")
     how.add_argument("--rerun", action="store_true", help="recompute cells that already have a result file")
     modes = p.add_argument_group("other modes")
-    modes.add_argument("--dry-run", action="store_true", help="print the cells (and whether they are done) and exit")
+    modes.add_argument("--dry-run", action="store_true",
+                       help="print the artifact graph, the cells (and whether they are done) and the jobs, then exit")
+    modes.add_argument("--status", action="store_true",
+                       help="print which cells of this sweep are done, running, failed (with the log) or missing")
     modes.add_argument("--list", action="store_true", help="list registered methods, variants, protocols, datasets, ablations")
     modes.add_argument("--tables-only", action="store_true", help="only regenerate tables and figures from the result files")
     return p
@@ -137,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import dispatch
+
     load_plugins()
+    dispatch.import_plugins(split(args.plugins))
     from harness import tables
 
     if args.list:
@@ -162,16 +179,21 @@ def run(args: argparse.Namespace) -> int:
         check_cell(session, cell)
     paths = {cell: session.result_path(cell) for cell in cells}
     todo = [c for c in cells if args.rerun or not paths[c].exists()]
+    options = dispatch.Options(
+        profile=args.slurm_profile, slurm=tuple(args.slurm_overrides), plugins=tuple(split(args.plugins)), detach=args.detach
+    )
+    if args.status:
+        print(dispatch.status(todo, settings, cells))
+        return 0
     if args.dry_run:
-        for cell in cells:
-            print(f"{'todo' if cell in todo else 'done'}  {cell.label}  -> {paths[cell]}")
-        print(f"{len(todo)} of {len(cells)} cells to run")
+        print(dispatch.describe(todo, settings, args.executor, options, cells))
         return 0
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run (preset {args.preset})")
-    from harness.dispatch import dispatch
-
     tic = time.time()
-    dispatch(todo, settings, args.executor)
+    dispatch.dispatch(todo, settings, args.executor, options, cells)
+    if args.detach:
+        print("submitted; follow the sweep with the same arguments and --status")
+        return 0
     print(f"finished in {time.time() - tic:.1f} s")
     import json
 
