@@ -15,7 +15,6 @@ model must approximate this image formation rather than match it by construction
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -90,7 +89,6 @@ def rotation(pose: torch.Tensor) -> torch.Tensor:
     return spin @ turn @ tilt
 
 
-@dataclasses.dataclass
 class Heads:
     """A batch of painted heads in front of a pinhole camera, ready to be ray traced.
 
@@ -107,6 +105,7 @@ class Heads:
     origin: torch.Tensor  # (B, 3) camera positions
     centre: torch.Tensor  # (B, 3) head centres in the world
     rot: torch.Tensor  # (B, 3, 3) head-to-world rotations
+    camera_in_head: torch.Tensor  # (B, 3) the camera position in the head frame
 
     def __init__(self, p: dict[str, torch.Tensor], march_maps: torch.Tensor, shade_maps: torch.Tensor) -> None:
         self.p = p
@@ -119,6 +118,7 @@ class Heads:
         shift = p["shift"]
         self.centre = torch.stack([shift[:, 0], shift[:, 1] - FRAME_CENTRE_Y, torch.zeros_like(shift[:, 0])], dim=-1)
         self.rot = rotation(p["pose"])
+        self.camera_in_head = _to_head(self.rot, self.origin - self.centre)
 
     def trace(self, image: torch.Tensor, u: torch.Tensor, v: torch.Tensor, background: torch.Tensor):
         """Colour (R, 3), depth (R,) and surface kind (R,) along rays through image points.
@@ -129,11 +129,12 @@ class Heads:
             background: (R, 3) colour where a ray hits nothing.
         """
         p = dict(zip(_PER_RAY, _rows(image, *(self.p[name] for name in _PER_RAY))))
-        t, origin, centre, rot, bound = _rows(image, self.tan_half, self.origin, self.centre, self.rot, self.bound)
+        t, origin, centre, rot, bound, o_head = _rows(
+            image, self.tan_half, self.origin, self.centre, self.rot, self.bound, self.camera_in_head
+        )
         dirs = F.normalize(torch.stack([u * t, v * t, -torch.ones_like(u)], dim=-1), dim=-1)
 
         # The head, marched in its own frame: p_head = R^T (p_world - centre).
-        o_head = _to_head(rot, origin - centre)
         d_head = _to_head(rot, dirs)
         t_head, front = _march(self.march_atlas, image, o_head, d_head, bound)
 
