@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.config import PRESETS, parse_overrides
+from harness.config import PRESETS, load_config_file, parse_overrides
 from harness.errors import BenchError
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.runner import Cell, Settings, check_cell, session_for
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default="quick", choices=PRESETS, help="smoke (seconds), quick (minutes on a CPU, default), paper (GPU)")
+    how.add_argument("--config", metavar="FILE.toml",
+                     help="settings file: [section] tables of key = value, applied before --set (see configs/)")
     how.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config field, e.g. fer.epochs=5 or pretrain.data=lfw (repeatable)")
     how.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "data"),
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--list", action="store_true", help="list registered methods, variants, protocols, datasets, ablations")
     modes.add_argument("--tables-only", action="store_true", help="only regenerate tables and figures from the result files")
     return p
+
+
+def merge_overrides(base: dict[str, dict[str, str]], top: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Section-wise merge; ``top`` (the command line) wins."""
+    return {s: {**base.get(s, {}), **top.get(s, {})} for s in sorted(set(base) | set(top))}
 
 
 def split(text: str) -> list[str]:
@@ -166,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return show_tables(tables.generate(Path(args.results_dir)))
     settings = Settings(
         preset=args.preset,
-        overrides=parse_overrides(args.overrides),
+        overrides=merge_overrides(load_config_file(args.config) if args.config else {}, parse_overrides(args.overrides)),
         data_root=args.data_root,
         results_dir=args.results_dir,
         cache_dir=args.cache_dir,

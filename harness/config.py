@@ -99,6 +99,25 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def load_config_file(path: str) -> dict[str, dict[str, str]]:
+    """Read a TOML settings file (``[fer]\\nepochs = 5``) as ``--set`` overrides."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BenchError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"--config {path}: not valid TOML ({exc})") from None
+    out: dict[str, dict[str, str]] = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise BenchError(f"--config {path}: {section!r} must be a [section] table of key = value")
+        out[section] = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in values.items()}
+    return out
+
+
 def config_hash(payload: Mapping[str, Any]) -> str:
     """A short hash of a JSON-able mapping, stable across processes and Python versions."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

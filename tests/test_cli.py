@@ -78,3 +78,19 @@ def test_tables_only_regenerates_identically(tmp_path, capsys):
     assert main(["--tables-only", "--results-dir", str(tmp_path / "results")]) == 0
     strip = lambda text: [ln for ln in text.splitlines() if not ln.startswith("Generated")]  # noqa: E731
     assert strip(table.read_text()) == strip(first)
+
+
+def test_config_file_applies_before_set(tmp_path, capsys):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text('[fer]\nepochs = 3\nselect = "val"\n[pixels]\ninput_size = 8\n')
+    argv = ["--methods", "pixels", "--datasets", "toy", "--protocol", "fer", "--config", str(cfg), "--set", "fer.epochs=4"]
+    assert run(tmp_path, *argv) == 0
+    record = json.loads(result_files(tmp_path)[0].read_text())
+    assert record["config"]["protocol"]["config"]["epochs"] == 4  # --set wins
+    assert record["config"]["protocol"]["config"]["select"] == "val"
+    assert record["config"]["method"]["config"]["input_size"] == 8
+    assert record["metrics"]["feature_dim"] == 3 * 8 * 8
+    (tmp_path / "bad.toml").write_text("[fer\n")
+    capsys.readouterr()
+    assert run(tmp_path, "--config", str(tmp_path / "bad.toml")) == 2
+    assert "not valid TOML" in capsys.readouterr().err
