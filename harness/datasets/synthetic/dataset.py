@@ -28,7 +28,7 @@ from harness.progress import progress
 from harness.registry import register_dataset
 
 #: Bump when the world or the renderer changes what a config produces (invalidates caches).
-GENERATOR_VERSION = "synthetic-2"
+GENERATOR_VERSION = "synthetic-3"
 RENDER_BATCH = 16  # images per render call: small tensors stay in the CPU cache
 CHUNK = 256  # images per worker task (a multiple of RENDER_BATCH, so results do not depend on workers)
 STREAMS = {"pretrain": 10, "clips": 11, "fer-train": 12, "fer-test": 13, "verification": 14}

@@ -2,7 +2,7 @@
 
 Head frame: x to the head's left-to-right as seen from the front, y up, z out of the face, in
 head units (the head is about 2 units tall, its centre at the origin). The head is the volume
-``back(x, y) <= z <= front(x, y)``: an egg-shaped outline, a flattened front (the face) and a
+``back(x, y) <= z <= front(x, y)``: an egg-shaped outline with ears, a flattened front (the face) and a
 rounder back, plus a *relief* of Gaussian bumps and dents on the front (nose, brows, cheeks, lips,
 eye sockets, hair) that expression controls move. Colours are layered like paint (skin, then
 lips, eyes, brows, hair), and ambient occlusion darkens cavities of the relief.
@@ -72,7 +72,7 @@ def paint_heads(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
         gradient (2), back height gradient (2), front albedo (3), front gloss (1), back albedo (3).
     """
     h = Head(p)
-    r2, width, chin = _outline(h)
+    r2, width, chin, ears = _outline(h)
     canvas = Canvas(
         relief=torch.zeros(h.n, 1, GRID_H, GRID_W),
         albedo=h.skin.expand(h.n, 3, GRID_H, GRID_W),
@@ -83,6 +83,7 @@ def paint_heads(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     _mouth(h, canvas)
     _eyes(h, canvas)
     _brows(h, canvas)
+    _ears(h, canvas, ears)
     hair, hair_colour = _hair(h, canvas, width)
 
     # Ambient occlusion: cavities (eye sockets, mouth, creases) are darker than the blurred relief.
@@ -97,6 +98,10 @@ def paint_heads(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     front = torch.where(r2 < 1, h.face_depth * (1 - r2.clamp(max=1) ** 1.2).clamp_min(0) ** (1 / 2.4), 2 * (1 - r2))
     front = front + canvas.relief * rim_fade
     back = torch.where(r2 < 1, -h.back_depth * inside.sqrt(), 2 * (r2 - 1))
+    # Ears are thin flaps: where they stick out of the egg, the volume is squashed to -0.12 < z < 0.04.
+    flap = (ears / 0.3).clamp(max=1.0) * ((r2 + 0.35 * ears - 0.85) / 0.1).clamp(0.0, 1.0)
+    front = front + flap * (front.clamp(max=0.04) - front)
+    back = back + flap * (back.clamp(min=-0.12) - back)
     back_hair_from = torch.where(h.long_hair > 0, -1.0, h.eye_y - 0.3)
     back_hair = (1 - h.bald) * torch.sigmoid((h.y - back_hair_from) / 0.03)
     back_albedo = 0.9 * h.skin + (hair_colour - 0.9 * h.skin) * back_hair
@@ -108,13 +113,25 @@ def paint_heads(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     return march_maps, shade_maps
 
 
-def _outline(h: Head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Normalised radius r2 of the egg-shaped outline (1 on the silhouette), its half width, chin."""
+def _outline(h: Head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised radius r2 of the outline (1 on the silhouette), its half width, the chin, and
+    where the ears are (0..1): an egg narrowing towards the jaw, with ears sticking out sideways."""
     chin = h.chin + 0.9 * _jaw_drop(h)
     below = (-h.y / chin).clamp(0.0, 1.0)
     width = h.head_width * (1 - (1 - h.jaw) * below**2.2)  # narrower towards the jaw
     r2 = (h.x / width) ** 2 + (h.y / torch.where(h.y >= 0, h.head_top, chin)) ** 2
-    return r2, width, chin
+    ears = h.ear * _bump(h.ax, width + 0.02, 0.06) * _bump(h.y, _ear_y(h), 0.1)
+    return r2 - 0.35 * ears, width, chin, ears
+
+
+def _ear_y(h: Head) -> torch.Tensor:
+    return h.eye_y - 0.13
+
+
+def _ears(h: Head, c: Canvas, ears: torch.Tensor) -> None:
+    """Ears are a little redder than the face, and darker inside."""
+    c.paint(0.8 * h.skin * _BLUSH, 0.5 * ears)
+    c.albedo = c.albedo * (1 - 0.5 * h.ear * _gauss(h.ax, h.y, h.head_width + 0.03, _ear_y(h), 0.025, 0.05))
 
 
 def _jaw_drop(h: Head) -> torch.Tensor:
@@ -233,12 +250,12 @@ def _brows(h: Head, c: Canvas) -> None:
 
 def _hair(h: Head, c: Canvas, width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Coverage and colour of the hair: above an irregular hairline (low and flat for bangs), and
-    down the sides (to the jaw for long hair); adds volume to the relief."""
+    down the sides (the temples for short hair, to the jaw for long hair); adds volume to the relief."""
     x, y, ey, a0 = h.x, h.y, h.eye_y, h.head_width
     strands = F.interpolate(h.p["hair_noise"][:, None], size=(GRID_H, GRID_W), mode="bilinear", align_corners=True)
     ragged = 0.03 * (strands - 0.5)
     hairline = torch.where(h.bangs > 0, ey + 0.24 + 0.05 * (x / a0) ** 2, ey + h.hairline + 0.13 * (x / a0) ** 2) + ragged
-    side_bottom = torch.where(h.long_hair > 0, -0.95, ey - 0.3)
+    side_bottom = torch.where(h.long_hair > 0, -0.95, ey + 0.02)  # short hair leaves the ears free
     top = torch.sigmoid((y - hairline) / 0.015)
     side = torch.sigmoid((h.ax - h.hair_side * width + ragged) / 0.015) * torch.sigmoid((y - side_bottom) / 0.02)
     hair = torch.maximum(top, side) * (1 - h.bald)
