@@ -126,6 +126,12 @@ def test_pose30_keeps_large_yaw_test_images_and_the_same_training(smoke):
     assert torch.equal(pose.fer_split("train").images, smoke.fer_split("train").images)
 
 
+def test_pose30_without_large_poses_says_so(tmp_path):
+    cfg = SyntheticConfig.resolve("smoke").replace(max_yaw=20.0, fer_test_images=7)
+    with pytest.raises(BenchError, match="max_yaw"):
+        SyntheticPose30(cfg, None, tmp_path).fer_split("test")
+
+
 def test_cache_returns_the_stored_split(smoke):
     assert torch.equal(smoke.pretrain().images, smoke.pretrain().images)
     assert any((smoke.cache_dir / "synthetic").iterdir())

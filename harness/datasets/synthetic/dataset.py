@@ -136,12 +136,14 @@ class SyntheticFaces(FaceDataset):
         images = self._split(f"fer-{split}")
         if split == "test" and self.min_test_yaw > 0:
             images = subset(images, images.extras["pose"][:, 0].abs() >= self.min_test_yaw)
+            if not len(images):
+                raise BenchError(f"{self.name}: no test image has |yaw| >= {self.min_test_yaw:g}; raise {self.name}.max_yaw")
         return images
 
     def verification(self) -> tuple[ImageSet, PairList]:
         return self._split("verification")
 
-    def _split(self, split: str):
+    def _split(self, split: str) -> ImageSet | tuple[ImageSet, PairList]:
         """The split's ImageSet (with its PairList for ``verification``), built once and cached."""
         cfg = self.cfg
         key = {
