@@ -288,8 +288,9 @@ def render_scenes(scene: dict[str, np.ndarray], size: int, desc: str = "syntheti
     images, depths = [], []
     with progress(total=n, desc=desc, unit="img") as bar, _one_thread():
         for image, depth in DataLoader(chunks, batch_size=None, num_workers=workers):
-            images.append(image)
-            depths.append(depth)
+            # Copies out of the workers' shared memory, so that each chunk's file handle is released.
+            images.append(image.clone())
+            depths.append(depth.clone())
             bar.update(len(image))
     return torch.cat(images), torch.cat(depths)
 
