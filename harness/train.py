@@ -119,7 +119,7 @@ def fit(
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
             if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < n_batches:
                 save(epoch, b + 1)
         done = n_batches - first

@@ -27,7 +27,8 @@ class LFWConfig(Config):
     size: stored image side in pixels (methods resize to their own input size).
     crop_fraction: side of the centred face crop as a fraction of the image side.
     pairs_file: the pair list inside ``lfw/`` (View 2 ``pairs.txt``).
-    pretrain_limit: cap on pretraining images (0 = all 13,233), taken in sorted file order.
+    pretrain_limit: cap on pretraining images (0 = all 13,233): a fixed random subset, so a
+        cap does not keep only the people whose names come first in the alphabet.
     """
 
     size: int = 64
@@ -125,8 +126,9 @@ class LFW(FaceDataset):
     def pretrain(self) -> ImageSet:
         folder = self.require(IMAGE_DIR)
         names = sorted(str(p.relative_to(folder)) for p in folder.glob("*/*.jpg"))
-        if self.cfg.pretrain_limit:
-            names = names[: self.cfg.pretrain_limit]
+        if self.cfg.pretrain_limit and self.cfg.pretrain_limit < len(names):
+            keep = torch.randperm(len(names), generator=torch.Generator().manual_seed(0))[: self.cfg.pretrain_limit]
+            names = [names[i] for i in keep.sort().values.tolist()]
         if not names:
             raise BenchError(f"no JPEG images under {folder}; check --data-root")
         return ImageSet(self.load(names, "pretrain"))
