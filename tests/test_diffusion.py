@@ -152,5 +152,6 @@ def test_denoiser_is_the_released_architecture() -> None:
     assert out.shape == (3, 256)
 
 
-def test_identity_encoder_shapes() -> None:
-    assert IdentityEncoder(latent_dim=16, width=32, blocks=2)(torch.rand(5, 16)).shape == (5, 16)
+def test_untrained_identity_encoder_predicts_the_frame() -> None:
+    z_exp = torch.rand(5, 16)
+    assert torch.equal(IdentityEncoder(latent_dim=16, width=32, blocks=2)(z_exp), z_exp)

@@ -58,7 +58,10 @@ class IdentityEncoder(nn.Module):
     takes the same input as the RDM, the frame's latent Z_exp, rather than the image, so Table 4's
     encoder row differs from the RDM rows only in regressing instead of generating (and training
     costs seconds). It is a residual MLP: Linear D -> width, ``blocks`` pre-norm residual blocks
-    (LayerNorm, SiLU, Linear, LayerNorm, SiLU, Linear), LayerNorm, SiLU, Linear width -> D.
+    (LayerNorm, SiLU, Linear, LayerNorm, SiLU, Linear), LayerNorm, SiLU, Linear width -> D, whose
+    output is added to Z_exp. That last layer starts at zero, so the untrained encoder predicts
+    the frame itself and learns only the correction Z_id - Z_exp, which is small next to the
+    latents (a plain MLP must first learn to copy its input, and in short runs does not).
 
     Args:
         latent_dim: D, the size of one stage-1 latent.
@@ -76,10 +79,12 @@ class IdentityEncoder(nn.Module):
             for _ in range(blocks)
         )
         self.head = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, latent_dim))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, z_exp: torch.Tensor) -> torch.Tensor:
         """Predicted identity latent (B, D) from the frame latent (B, D)."""
         h = self.stem(z_exp)
         for block in self.blocks:
             h = h + block(h)
-        return self.head(h)
+        return z_exp + self.head(h)
