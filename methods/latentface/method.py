@@ -87,17 +87,26 @@ class LatentFaceConfig(Unsup3DConfig):
     stage2_width: int = 64
     stage2_epochs: int = 30
     stage2_batch_size: int = 64
-    stage2_lr: float = 1e-4
+    # quick trains ~1k steps: at the paper's lr and full SNR weights the RDM ignores its condition
+    # (held-out identity-distance ratio ~4.1 vs ~2.0 with these; chosen on held-out training
+    # clips, never on a test split). The paper preset keeps lr 1e-4 and SNR weighting.
+    stage2_lr: float = 1e-3
     stage2_weight_decay: float = 0.0
     diffusion_steps: int = 1000
-    loss_weighting: str = "snr"
+    loss_weighting: str = "min-snr"
     sampler: str = "ddim"
     sample_steps: int = 5
     holdout: float = 0.1
 
     PRESETS = {
         "smoke": {**Unsup3DConfig.PRESETS["smoke"], "stage2_width": 32, "stage2_epochs": 1, "stage2_batch_size": 16},
-        "paper": {**Unsup3DConfig.PRESETS["paper"], "stage2_width": 128, "stage2_batch_size": 256},
+        "paper": {
+            **Unsup3DConfig.PRESETS["paper"],
+            "stage2_width": 128,
+            "stage2_batch_size": 256,
+            "stage2_lr": 1e-4,
+            "loss_weighting": "snr",
+        },
     }
 
     def check(self) -> None:
