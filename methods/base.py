@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -117,11 +117,3 @@ def model_seed(ctx: MethodContext, *salt: object) -> int:
     from harness.config import config_hash
 
     return int(config_hash({"seed": ctx.seed, "salt": [str(s) for s in salt]}), 16) % (2**31)
-
-
-def artifact_dir(ctx: MethodContext, artifact: Artifact) -> Path:
-    return artifact.path(ctx.cache_dir)
-
-
-def resolve_optional(path: Optional[str]) -> Optional[Path]:
-    return Path(path).expanduser() if path else None

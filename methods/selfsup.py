@@ -22,7 +22,7 @@ from harness.config import Config
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.train import fit
-from methods.base import Method, artifact_dir, model_seed, to_input
+from methods.base import Method, model_seed, to_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +146,7 @@ class SelfSupervisedBaseline(Method):
     def load(self) -> None:
         net = self.build_net()
         (artifact,) = self.artifacts()
-        net.load_state_dict(torch_load(artifact_dir(self.ctx, artifact) / "model.pt"))
+        net.load_state_dict(torch_load(artifact.path(self.ctx.cache_dir) / "model.pt"))
         self.net = net.to(self.ctx.device).eval()
 
     @torch.no_grad()
