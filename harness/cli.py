@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 import time
@@ -202,8 +203,6 @@ def run(args: argparse.Namespace) -> int:
         print("submitted; follow the sweep with the same arguments and --status")
         return 0
     print(f"finished in {time.time() - tic:.1f} s")
-    import json
-
     for cell in cells:
         print(f"  {cell.label}: {summary(json.loads(paths[cell].read_text())['metrics'])}")
     return show_tables(tables.generate(Path(args.results_dir)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,15 +150,11 @@ class Session:
 
 @functools.lru_cache(maxsize=4)
 def _session(settings_key: str) -> Session:
-    import json
-
     return Session(Settings(**json.loads(settings_key)))
 
 
 def session_for(settings: Settings) -> Session:
     """One Session per settings per process (so inline sweeps load each dataset once)."""
-    import json
-
     return _session(json.dumps(dataclasses.asdict(settings), sort_keys=True))
 
 
