@@ -41,6 +41,35 @@ class MethodContext:
     pretrain_fingerprint: dict
     clips_fingerprint: dict
 
+    @classmethod
+    def standalone(
+        cls,
+        images: ImageSet,
+        cache_dir: Path,
+        clips: ClipSet | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        name: str = "in-memory",
+    ) -> "MethodContext":
+        """A context over in-memory data, for using a method outside the runner (benchmark
+        scripts, tests, notebooks); ``name`` stands in for the dataset in artifact keys."""
+
+        def load_clips() -> ClipSet:
+            if clips is None:
+                raise BenchError(f"{name}: no clips were given to this context")
+            return clips
+
+        return cls(
+            seed=seed,
+            device=torch.device(device),
+            cache_dir=Path(cache_dir),
+            pretrain=PretrainConfig(data=name, clips=name),
+            load_pretrain=lambda: images,
+            load_clips=load_clips,
+            pretrain_fingerprint={"name": name, "n": len(images)},
+            clips_fingerprint={"name": name, "clips": len(clips.clips) if clips is not None else 0},
+        )
+
 
 class Method:
     """Base class of registered methods.

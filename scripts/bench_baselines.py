@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from harness.config import PretrainConfig  # noqa: E402
 from harness.datasets.base import ImageSet  # noqa: E402
 from methods.base import MethodContext  # noqa: E402
 from methods.mae import MAE  # noqa: E402
@@ -57,16 +56,7 @@ def load_images(args: argparse.Namespace) -> torch.Tensor:
 
 
 def make_ctx(device: torch.device, images: torch.Tensor, cache_dir: Path) -> MethodContext:
-    return MethodContext(
-        seed=0,
-        device=device,
-        cache_dir=cache_dir,
-        pretrain=PretrainConfig(),
-        load_pretrain=lambda: ImageSet(images),
-        load_clips=lambda: None,
-        pretrain_fingerprint={"bench": "smooth", "n": len(images)},
-        clips_fingerprint={},
-    )
+    return MethodContext.standalone(ImageSet(images), cache_dir, device=device, name="bench")
 
 
 def sync(device: torch.device) -> None:

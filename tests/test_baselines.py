@@ -14,7 +14,6 @@ from lightly.transforms import SimCLRTransform
 from torchvision.transforms.v2 import functional as TF
 
 import methods  # noqa: F401  (registers the methods)
-from harness.config import PretrainConfig
 from harness.datasets.base import ImageSet
 from harness.errors import BenchError, TrainingDiverged
 from harness.registry import METHODS
@@ -52,19 +51,7 @@ def smooth_images(n: int, size: int = 32) -> torch.Tensor:
 
 
 def make_ctx(tmp_path: Path, images: torch.Tensor) -> MethodContext:
-    def no_clips():
-        raise AssertionError("the baselines never use clips")
-
-    return MethodContext(
-        seed=0,
-        device=torch.device("cpu"),
-        cache_dir=tmp_path,
-        pretrain=PretrainConfig(),
-        load_pretrain=lambda: ImageSet(images),
-        load_clips=no_clips,
-        pretrain_fingerprint={"test": len(images)},
-        clips_fingerprint={},
-    )
+    return MethodContext.standalone(ImageSet(images), tmp_path, name="test")  # no clips: baselines never use them
 
 
 def smoke(cls: type[SelfSupervisedBaseline], ctx: MethodContext) -> SelfSupervisedBaseline:

@@ -29,16 +29,7 @@ def toy_clips(n_clips: int = 8, size: int = 32) -> ClipSet:
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> MethodContext:
     clips = toy_clips()
-    return MethodContext(
-        seed=0,
-        device=torch.device("cpu"),
-        cache_dir=tmp_path_factory.mktemp("cache"),
-        pretrain=None,
-        load_pretrain=lambda: clips.frames,
-        load_clips=lambda: clips,
-        pretrain_fingerprint={"name": "toy"},
-        clips_fingerprint={"name": "toy-clips"},
-    )
+    return MethodContext.standalone(clips.frames, tmp_path_factory.mktemp("cache"), clips=clips, name="toy")
 
 
 def prepared(variant: str, ctx: MethodContext) -> LatentFace:

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import PretrainConfig
 from harness.datasets.base import ImageSet
 from harness.errors import TrainingDiverged
 from harness.registry import ABLATIONS
@@ -40,16 +39,7 @@ def blobs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def context(tmp_path: Path, images: torch.Tensor) -> MethodContext:
-    return MethodContext(
-        seed=0,
-        device=torch.device("cpu"),
-        cache_dir=tmp_path,
-        pretrain=PretrainConfig(),
-        load_pretrain=lambda: ImageSet(images),
-        load_clips=lambda: None,
-        pretrain_fingerprint={"name": "blobs", "n": len(images)},
-        clips_fingerprint={},
-    )
+    return MethodContext.standalone(ImageSet(images), tmp_path, name="blobs")
 
 
 # --- mappings --------------------------------------------------------------------------------------
