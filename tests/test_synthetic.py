@@ -72,10 +72,10 @@ def test_shapes_dtypes_and_ground_truth(smoke):
 
 def test_fer_splits_labelled_balanced_and_identity_disjoint(smoke):
     train, test = smoke.fer_split("train"), smoke.fer_split("test")
-    assert (len(train), len(test)) == (140, 70)
+    assert (len(train), len(test)) == (700, 350)
     assert train.class_names == world.EXPRESSIONS == ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
-    assert torch.bincount(train.labels, minlength=7).tolist() == [20] * 7
-    assert torch.bincount(test.labels, minlength=7).tolist() == [10] * 7
+    assert torch.bincount(train.labels, minlength=7).tolist() == [100] * 7
+    assert torch.bincount(test.labels, minlength=7).tolist() == [50] * 7
     assert torch.equal(train.labels, train.extras["expression"])
     with pytest.raises(BenchError):
         smoke.fer_split("val")

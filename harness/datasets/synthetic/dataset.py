@@ -69,7 +69,7 @@ class SyntheticConfig(Config):
     PRESETS = {
         "smoke": dict(
             train_identities=40, test_identities=20, pretrain_images=128, clips=8,
-            fer_train_images=140, fer_test_images=70, verification_pairs=10,
+            fer_train_images=700, fer_test_images=350, verification_pairs=10,
         ),
         "paper": dict(
             train_identities=5000, test_identities=1000, pretrain_images=50000, clips=2000,
