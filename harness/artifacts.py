@@ -25,15 +25,18 @@ class Artifact:
         kind: short name, also the cache sub-folder (``stage1``, ``simclr``...).
         key: everything that determines the artifact's content (configs, data, seed, deps).
         build: trains into the given folder; must resume from what it left there before.
+        version: the code's share of the key: bump it when a code change alters what ``build``
+            produces for the same config, so stale checkpoints are not reused.
     """
 
     kind: str
     key: dict
     build: Callable[[Path], Optional[dict]] = dataclasses.field(compare=False, repr=False)
+    version: int = 1
 
     @property
     def hash(self) -> str:
-        return config_hash({"kind": self.kind, "key": self.key})
+        return config_hash({"kind": self.kind, "version": self.version, "key": self.key})
 
     def path(self, cache_dir: Path) -> Path:
         return Path(cache_dir) / "artifacts" / self.kind / self.hash

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -78,6 +78,8 @@ class SelfSupervisedBaseline(Method):
     """
 
     Config = SelfSupervisedConfig
+    #: bump (per subclass) when a code change alters the trained network for the same config
+    artifact_version: ClassVar[int] = 1
     cfg: SelfSupervisedConfig
     net: SelfSupervisedNet
 
@@ -92,7 +94,7 @@ class SelfSupervisedBaseline(Method):
     # --- training -------------------------------------------------------------------------
     def artifacts(self) -> list[Artifact]:
         key = {"config": self.cfg.to_dict(), "pretrain": self.ctx.pretrain_fingerprint, "seed": self.ctx.seed}
-        return [Artifact(kind=self.name, key=key, build=self._train)]
+        return [Artifact(kind=self.name, key=key, build=self._train, version=self.artifact_version)]
 
     def training_setup(
         self,

@@ -45,6 +45,8 @@ from methods.latentface.diffusion import SAMPLERS, WEIGHTINGS, Schedule, ddim_sa
 from methods.unsup3d.method import Unsup3DConfig, load_stage1, perceptual_source, stage1_artifact, stage1_config
 from methods.unsup3d.model import FIGURE_TILE, Unsup3D, canonical_depth
 
+#: bump when a code change alters the trained stage-2 networks for the same config
+STAGE2_VERSION = 1
 #: the two stage-1 latents, in feature order.
 KINDS = ("texture", "shape")
 #: variant -> (stage-2 model, latents it disentangles); Table 4's rows.
@@ -346,7 +348,7 @@ def stage2_artifact(cfg: LatentFaceConfig, ctx: MethodContext, model: str, kinds
             save_identity_figure(stage1_model, stage2, clips, heldout, s.input_size, ctx.seed, folder / "identity.png")
         return summary
 
-    return Artifact(kind="stage2", key=key, build=build)
+    return Artifact(kind="stage2", key=key, build=build, version=STAGE2_VERSION)
 
 
 # --- the registered method -----------------------------------------------------------------------

@@ -37,6 +37,8 @@ from methods.unsup3d.losses import (
 from methods.unsup3d.model import Unsup3D, save_reconstruction_grid
 from methods.unsup3d.networks import CHANNELS_PER_GROUP, down_stages
 
+#: bump when a code change alters the trained stage-1 model for the same config
+STAGE1_VERSION = 1
 #: images shown in the reconstruction figure and scored for depth accuracy after training.
 FIGURE_IMAGES = 8
 DEPTH_EVAL_IMAGES = 256
@@ -233,7 +235,7 @@ def stage1_artifact(cfg: Config, ctx: MethodContext, light: bool = True, pose: b
             summary["side"] = depth_error(model, images[:n], pretrain.extras["depth"][:n], ctx.device)
         return summary
 
-    return Artifact(kind="stage1", key=key, build=build)
+    return Artifact(kind="stage1", key=key, build=build, version=STAGE1_VERSION)
 
 
 def load_stage1(cfg: Config, ctx: MethodContext, light: bool = True, pose: bool = True) -> Unsup3D:
