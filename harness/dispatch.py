@@ -372,6 +372,9 @@ def live_jobs(jobs: dict[str, dict], executors: Sequence[str] = ("local", "slurm
         # squeue lists live jobs only, without the delay of accounting; -r: one line per array task
         out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=60)
         slurm = dict(line.split("|", 1) for line in out.stdout.split())
+    # a bare id ("149") stands for its whole array: squeue shows a requeued task as "149_0"
+    for task, state in list(slurm.items()):
+        slurm.setdefault(task.split("_")[0], state)
     live = {}
     for key, entry in jobs.items():
         if entry["executor"] == "slurm" and entry["job_id"] in slurm:
