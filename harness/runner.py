@@ -142,8 +142,9 @@ class Session:
             }
         return resolved
 
-    def result_path(self, cell: Cell) -> Path:
-        h = config_hash(self.resolve(cell))
+    def result_path(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> Path:
+        """Where the cell's result file goes: named by its config hash."""
+        h = config_hash(resolved if resolved is not None else self.resolve(cell))
         name = f"{cell.method}--{cell.variant}--seed{cell.seed}--{h}.json"
         return Path(self.settings.results_dir) / cell.protocol / cell.dataset / name
 
@@ -176,14 +177,14 @@ def check_cell(session: Session, cell: Cell) -> None:
 def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) -> str:
     """Run one cell (training whatever it needs) and write its result file; returns its path."""
     session = session_for(settings)
-    path = session.result_path(cell)
+    resolved = session.resolve(cell)
+    path = session.result_path(cell, resolved)
     start, tic = datetime.now(timezone.utc), time.time()
     method = session.method(cell.method, cell.variant, cell.seed)
     protocol = session.protocol(cell.protocol)
     dataset = session.dataset(cell.dataset)
     features = FeatureSource(method, dataset, protocol.task, Path(settings.cache_dir))
     metrics = protocol.evaluate(dataset, features, cell.seed)
-    resolved = session.resolve(cell)
     record = {
         "cell": {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset},
         "config": resolved,
