@@ -107,16 +107,16 @@ class Session:
             pretrain=pre,
             load_pretrain=lambda: self.dataset(pre.data).pretrain(),
             load_clips=lambda: self.dataset(pre.clips).clips(),
-            pretrain_fingerprint=self._fingerprint(pre.data),
-            clips_fingerprint=self._fingerprint(pre.clips),
+            pretrain_fingerprint=self._fingerprint(pre.data, "pretrain"),
+            clips_fingerprint=self._fingerprint(pre.clips, "clips"),
         )
         return cls(cfg, variant, ctx)
 
-    def _fingerprint(self, name: str) -> dict:
+    def _fingerprint(self, name: str, task: str) -> dict:
         """Fingerprint of a pretraining dataset, or a placeholder error if it cannot be opened
         (fixed methods never look at it; learned ones fail with the dataset's own message)."""
         try:
-            return self.dataset(name).fingerprint()
+            return self.dataset(name).fingerprint(task)
         except BenchError as exc:
             return {"name": name, "unavailable": str(exc)}
 

@@ -147,3 +147,15 @@ def test_identity_rows_do_not_depend_on_the_table_size():
 def test_impossible_sizes_are_rejected(change):
     with pytest.raises(BenchError):
         SyntheticConfig.resolve("smoke", {k: str(v) for k, v in change.items()}, section="synthetic")
+
+
+def test_fingerprints_name_the_generator_and_narrow_to_a_task(tmp_path):
+    """Models keyed by the pretraining data survive a resized FER split, not a new world."""
+    base = SyntheticFaces(tiny(), None, tmp_path)
+    bigger_fer = SyntheticFaces(tiny(fer_train_images=1400), None, tmp_path)
+    more_pretrain = SyntheticFaces(tiny(train_identities=41), None, tmp_path)
+    assert base.fingerprint("pretrain") == bigger_fer.fingerprint("pretrain")
+    assert base.fingerprint("clips") == bigger_fer.fingerprint("clips")
+    assert base.fingerprint("pretrain") != more_pretrain.fingerprint("pretrain")
+    assert base.fingerprint() != bigger_fer.fingerprint()  # features and results still see it
+    assert base.fingerprint()["generator"] == base.fingerprint("pretrain")["generator"] == synthetic_dataset.GENERATOR_VERSION

@@ -103,8 +103,14 @@ class FaceDataset:
         raise BenchError(f"dataset {self.name!r} has no clips of one identity")
 
     # --- helpers ----------------------------------------------------------------------------
-    def fingerprint(self) -> dict:
-        """What identifies this dataset's content for caches and result files."""
+    def fingerprint(self, task: Optional[str] = None) -> dict:
+        """What identifies this dataset's content for caches and result files.
+
+        Args:
+            task: only what this task's loader reads (``"pretrain"``, ``"clips"``), where a
+                dataset can tell, so that e.g. resizing the FER split does not retrain models
+                keyed by the pretraining data; None for everything.
+        """
         return {"name": self.name, "config": self.cfg.to_dict()}
 
     def require(self, relative: str) -> Path:

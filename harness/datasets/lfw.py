@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -133,5 +134,5 @@ class LFW(FaceDataset):
             raise BenchError(f"no JPEG images under {folder}; check --data-root")
         return ImageSet(self.load(names, "pretrain"))
 
-    def fingerprint(self) -> dict:
-        return {**super().fingerprint(), "pairs_bytes": self.require(f"lfw/{self.cfg.pairs_file}").stat().st_size}
+    def fingerprint(self, task: Optional[str] = None) -> dict:
+        return {**super().fingerprint(task), "pairs_bytes": self.require(f"lfw/{self.cfg.pairs_file}").stat().st_size}

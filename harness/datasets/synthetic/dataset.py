@@ -12,7 +12,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from harness.progress import progress
 from harness.registry import register_dataset
 
 #: Bump when the world or the renderer changes what a config produces (invalidates caches).
-GENERATOR_VERSION = "synthetic-3"
+GENERATOR_VERSION = "synthetic-5"
 RENDER_BATCH = 16  # images per render call: small tensors stay in the CPU cache
 CHUNK = 256  # images per worker task (a multiple of RENDER_BATCH, so results do not depend on workers)
 STREAMS = {"pretrain": 10, "clips": 11, "fer-train": 12, "fer-test": 13, "verification": 14}
@@ -142,6 +142,13 @@ class SyntheticFaces(FaceDataset):
 
     def verification(self) -> tuple[ImageSet, PairList]:
         return self._split("verification")
+
+    def fingerprint(self, task: Optional[str] = None) -> dict:
+        # the generator version too: features and trained models go stale when the world changes
+        if task in SPLIT_FIELDS:
+            config = {name: getattr(self.cfg, name) for name in COMMON_FIELDS + SPLIT_FIELDS[task]}
+            return {"name": self.name, "generator": GENERATOR_VERSION, "task": task, "config": config}
+        return {**super().fingerprint(), "generator": GENERATOR_VERSION}
 
     def _split(self, split: str) -> ImageSet | tuple[ImageSet, PairList]:
         """The split's ImageSet (with its PairList for ``verification``), built once and cached."""
