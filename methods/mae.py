@@ -151,6 +151,7 @@ class MAE(SelfSupervisedBaseline):
 
     Config = MAEConfig
     cfg: MAEConfig
+    feature_fields = ("pool",)
 
     def build_net(self) -> MAENet:
         return MAENet(self.cfg)

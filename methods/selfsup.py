@@ -80,6 +80,9 @@ class SelfSupervisedBaseline(Method):
     Config = SelfSupervisedConfig
     #: bump (per subclass) when a code change alters the trained network for the same config
     artifact_version: ClassVar[int] = 1
+    #: config fields that only choose how features are read from the trained network: left
+    #: out of the artifact key, so changing them reuses the checkpoint
+    feature_fields: ClassVar[tuple[str, ...]] = ()
     cfg: SelfSupervisedConfig
     net: SelfSupervisedNet
 
@@ -93,7 +96,8 @@ class SelfSupervisedBaseline(Method):
 
     # --- training -------------------------------------------------------------------------
     def artifacts(self) -> list[Artifact]:
-        key = {"config": self.cfg.to_dict(), "pretrain": self.ctx.pretrain_fingerprint, "seed": self.ctx.seed}
+        config = {k: v for k, v in self.cfg.to_dict().items() if k not in self.feature_fields}
+        key = {"config": config, "pretrain": self.ctx.pretrain_fingerprint, "seed": self.ctx.seed}
         return [Artifact(kind=self.name, key=key, build=self._train, version=self.artifact_version)]
 
     def training_setup(

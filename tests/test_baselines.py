@@ -213,3 +213,13 @@ def test_runs_end_to_end_from_the_cli(tmp_path):
     records = [json.loads(f.read_text()) for f in sorted((tmp_path / "results").glob("*/*/*.json"))]
     assert {r["cell"]["method"] for r in records} == {"simclr", "mae"}
     assert {r["method_info"]["feature_dim"] for r in records} == {64, 32}
+
+
+def test_mae_pool_reuses_the_trained_network(tmp_path):
+    """The pool only chooses how features are read: both settings key the same checkpoint."""
+    ctx = make_ctx(tmp_path, smooth_images(4))
+    cls_token, mean = (MAE(MAEConfig.resolve("smoke", {"pool": p}), "default", ctx) for p in ("cls", "mean"))
+    assert cls_token.artifacts()[0].hash == mean.artifacts()[0].hash
+    assert cls_token.fingerprint() != mean.fingerprint()  # but the cached features differ
+    other = MAE(MAEConfig.resolve("smoke", {"mask_ratio": "0.5"}), "default", ctx)
+    assert other.artifacts()[0].hash != cls_token.artifacts()[0].hash
