@@ -116,7 +116,7 @@ def paint_heads(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
 def _outline(h: Head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normalised radius r2 of the outline (1 on the silhouette), its half width, the chin, and
     where the ears are (0..1): an egg narrowing towards the jaw, with ears sticking out sideways."""
-    chin = h.chin + 0.9 * _jaw_drop(h)
+    chin = h.chin + 0.6 * _jaw_drop(h)
     below = (-h.y / chin).clamp(0.0, 1.0)
     width = h.head_width * (1 - (1 - h.jaw) * below**2.2)  # narrower towards the jaw
     r2 = (h.x / width) ** 2 + (h.y / torch.where(h.y >= 0, h.head_top, chin)) ** 2
@@ -135,7 +135,7 @@ def _ears(h: Head, c: Canvas, ears: torch.Tensor) -> None:
 
 
 def _jaw_drop(h: Head) -> torch.Tensor:
-    return 0.18 * h.up("open")
+    return 0.3 * h.up("open")
 
 
 def _eye_x(h: Head) -> torch.Tensor:
@@ -175,11 +175,11 @@ def _mouth(h: Head, c: Canvas) -> None:
     x, y, ax = h.x, h.y, h.ax
     smile, press, drop = h.unit["smile"], h.up("press"), _jaw_drop(h)
     mouth_y = h.eye_y - h.nose_len - h.mouth_gap
-    half_width = (h.mouth_w * (1 + 0.22 * h.unit["stretch"] + 0.12 * torch.relu(smile))).clamp_min(0.08)
+    half_width = (h.mouth_w * (1 + 0.35 * h.unit["stretch"] + 0.25 * torch.relu(smile))).clamp_min(0.08)
     xn = x / half_width
     span = torch.relu(1 - xn**2).sqrt()  # 1 in the middle of the mouth, 0 at the corners
     across = torch.sigmoid((half_width - ax) / EDGE)
-    line_y = mouth_y + 0.1 * smile * xn**2 + 0.012 * h.unit["lip_raise"]
+    line_y = mouth_y + 0.2 * smile * xn**2 + 0.012 * h.unit["lip_raise"]
     upper_in = line_y + (0.2 * drop + 0.03 * h.up("lip_raise")) * span
     lower_in = line_y - drop * span
     lip = h.lip_th * (1 - 0.6 * press)
@@ -194,7 +194,7 @@ def _mouth(h: Head, c: Canvas) -> None:
 
     # Nasolabial folds run from the nose wings to the mouth corners, deeper in a smile or sneer.
     tip_y = h.eye_y - h.nose_len
-    corner = torch.cat([half_width + 0.035, mouth_y + 0.1 * smile - 0.02], dim=1)
+    corner = torch.cat([half_width + 0.035, mouth_y + 0.2 * smile - 0.02], dim=1)
     wing = torch.cat([1.5 * h.nose_w, tip_y + 0.01], dim=1)
     depth = 0.15 + 0.9 * torch.relu(smile) + 0.6 * h.up("wrinkle") + 0.4 * h.up("lip_raise")
     crease = depth * torch.exp(-((_segment_distance(ax, y, wing, corner) / 0.016) ** 2))
@@ -215,7 +215,7 @@ def _eyes(h: Head, c: Canvas) -> None:
     y, ax, ex = h.y, h.ax, _eye_x(h)
     eye_open, cheek = h.unit["eye_open"], h.up("cheek")
     lid = torch.relu(1 - ((ax - ex) / h.eye_w) ** 2)
-    upper = (h.eye_h * (1 + 0.6 * torch.relu(eye_open) - 0.45 * torch.relu(-eye_open) - 0.2 * cheek)).clamp_min(0.004)
+    upper = (h.eye_h * (1 + 1.0 * torch.relu(eye_open) - 0.6 * torch.relu(-eye_open) - 0.3 * cheek)).clamp_min(0.004)
     lower = (0.7 * h.eye_h * (1 + 0.3 * torch.relu(eye_open) - 0.6 * cheek)).clamp_min(0.003)
     dy = y - h.eye_y
     across = torch.sigmoid((h.eye_w - (ax - ex).abs()) / EDGE)
@@ -235,14 +235,14 @@ def _brows(h: Head, c: Canvas) -> None:
     x, y, ax, ey = h.x, h.y, h.ax, h.eye_y
     along = (ax - _eye_x(h) - 0.01 + 0.025 * h.up("brow_squeeze")) / h.brow_len  # -1 inner .. 1 outer
     lower = h.up("brow_lower")
-    inner_lift = 0.09 * h.unit["brow_inner"] - 0.06 * lower - 0.02 * h.up("brow_squeeze")
-    outer_lift = 0.07 * h.unit["brow_outer"] - 0.025 * lower
+    inner_lift = 0.15 * h.unit["brow_inner"] - 0.1 * lower - 0.03 * h.up("brow_squeeze")
+    outer_lift = 0.12 * h.unit["brow_outer"] - 0.04 * lower
     brow_y = ey + h.brow_h + h.brow_arch * (1 - along**2) + inner_lift * (1 - along) / 2 + outer_lift * (1 + along) / 2
     thickness = h.brow_th * (1.15 - 0.35 * (along + 1) / 2)  # tapering towards the temples
     brow = torch.sigmoid((thickness / 2 - (y - brow_y).abs()) / EDGE) * torch.sigmoid((1 - along.abs()) * h.brow_len / EDGE)
     c.paint(0.6 * h.hair, h.brow_dark * brow)
     frown = _gauss(ax, y, 0.035, ey + 0.08, 0.01, 0.05)
-    c.albedo = c.albedo * (1 - 0.35 * lower * frown)
+    c.albedo = c.albedo * (1 - 0.5 * lower * frown)
     raised = torch.relu(h.unit["brow_inner"] + h.unit["brow_outer"]) / 2
     forehead = torch.sigmoid((y - ey - h.brow_h - 0.07) / 0.02) * _gauss(x, y, 0.0, ey + 0.35, 0.3, 0.12)
     c.albedo = c.albedo * (1 - 0.3 * raised * forehead * (0.5 + 0.5 * torch.cos(2 * math.pi * (y - ey) / 0.05)))

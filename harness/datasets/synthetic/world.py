@@ -69,8 +69,8 @@ SHAPE_RANGES: dict[str, tuple[float, float]] = {
     "nose_w": (0.045, 0.075),
     "nose_out": (0.12, 0.22),  # nose protrusion
     "mouth_gap": (0.13, 0.20),  # nose tip to mouth
-    "mouth_w": (0.14, 0.21),  # half width of the mouth
-    "lip_th": (0.022, 0.045),
+    "mouth_w": (0.22, 0.29),  # half width of the mouth (about the eye spacing, as in real faces)
+    "lip_th": (0.03, 0.05),
     "cheek_full": (0.01, 0.06),
     "chin_out": (0.0, 0.06),
     "ear": (0.5, 1.0),
@@ -148,9 +148,9 @@ def sample_expressions(rng: np.random.Generator, labels: np.ndarray) -> dict[str
     classes overlap, and small noise on every unit makes even neutral faces vary.
     """
     n = len(labels)
-    intensity = np.where(labels == 0, 0.0, rng.uniform(0.5, 1.0, n))
-    units = PROTOTYPES[labels] * intensity[:, None] * rng.uniform(0.7, 1.3, (n, len(ACTION_UNITS)))
-    units = units + 0.08 * rng.standard_normal((n, len(ACTION_UNITS)))
+    intensity = np.where(labels == 0, 0.0, rng.uniform(0.7, 1.0, n))
+    units = PROTOTYPES[labels] * intensity[:, None] * rng.uniform(0.85, 1.15, (n, len(ACTION_UNITS)))
+    units = units + 0.05 * rng.standard_normal((n, len(ACTION_UNITS)))
     return {"expression": labels.astype(np.float64), "intensity": intensity, "units": units}
 
 
