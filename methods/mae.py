@@ -35,7 +35,11 @@ class MAEConfig(SelfSupervisedConfig):
         embed_dim, depth, num_heads: encoder ViT width, blocks and attention heads.
         decoder_dim, decoder_depth, decoder_heads: the same for the (lighter) decoder.
         mask_ratio: fraction of patches hidden from the encoder during training (MAE: 0.75).
-        norm_pix_loss: regress per-patch normalised pixels (MAE's better-performing target).
+        norm_pix_loss: regress per-patch normalised pixels (MAE's better target on ImageNet).
+            Off by default: it discards each patch's colour and brightness, and with them most
+            of what tells these faces apart. On held-out *training* identities of the quick
+            synthetic FER split, the same-person ROC AUC of the features was 0.51 with it and
+            0.83 without (random-cnn 0.78); no test split was looked at.
         pool: features from the class token (``"cls"``) or the mean patch token (``"mean"``).
     """
 
@@ -47,7 +51,7 @@ class MAEConfig(SelfSupervisedConfig):
     decoder_depth: int = 2
     decoder_heads: int = 4
     mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
+    norm_pix_loss: bool = False
     pool: str = "cls"
     epochs: int = 4
     # MAE's AdamW: betas (0.9, 0.95) and weight decay 0.05 on weights only; this lr suits the
