@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +344,9 @@ def test_lfw_clips_people_in_the_real_lfw(real_data_root, tmp_path):
     from harness.datasets.lfw_clips import LFWClips
 
     assert len(dataset(LFWClips, real_data_root, tmp_path).people()) == 85
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_fingerprints_per_task(name):
+    """The runner keys pretraining artifacts by ``fingerprint("pretrain")``: every override takes it."""
+    assert "task" in inspect.signature(DATASETS.get(name).fingerprint).parameters

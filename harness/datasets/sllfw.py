@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Optional
 
+from harness.datasets.base import FaceDataset
 from harness.datasets.lfw import LFW, LFWConfig, Pair
 from harness.errors import BenchError
 from harness.registry import register_dataset
@@ -68,5 +70,5 @@ class SLLFW(LFW):
     def pair_list(self) -> list[Pair]:
         return parse_sllfw_pairs(self.pairs_path())
 
-    def fingerprint(self) -> dict:
-        return {"name": self.name, "config": self.cfg.to_dict(), "pairs_bytes": self.pairs_path().stat().st_size}
+    def fingerprint(self, task: Optional[str] = None) -> dict:
+        return {**FaceDataset.fingerprint(self, task), "pairs_bytes": self.pairs_path().stat().st_size}
