@@ -23,6 +23,9 @@ class Config:
     """Base class of all config sections."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: other sections whose ``--set`` values this config takes too, before its own (for a
+    #: config that embeds another method's settings, e.g. LatentFace's stage 1 = ``unsup3d``)
+    SHARED_SECTIONS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def resolve(cls, preset: str, overrides: Mapping[str, Any] | None = None, section: str = "") -> "Config":

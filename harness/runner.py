@@ -46,8 +46,12 @@ class Settings:
     cache_dir: str = ".cache"
     device: str = "cpu"
 
-    def section(self, name: str) -> dict[str, str]:
-        return self.overrides.get(name, {})
+    def section(self, name: str, shared: tuple[str, ...] = ()) -> dict[str, str]:
+        """``--set`` values of section ``name``, over those of the ``shared`` sections."""
+        merged: dict[str, str] = {}
+        for section in (*shared, name):
+            merged.update(self.overrides.get(section, {}))
+        return merged
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -98,7 +102,7 @@ class Session:
 
     def method(self, name: str, variant: str, seed: int) -> Method:
         cls = METHODS.get(name)
-        cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name), name)
+        cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name, cls.Config.SHARED_SECTIONS), name)
         pre = self.pretrain
         ctx = MethodContext(
             seed=seed,

@@ -115,3 +115,20 @@ def test_held_out_clips_are_whole_identities() -> None:
 
 def test_rdm_ablation_lists_table_4_rows() -> None:
     assert ABLATIONS["rdm"] == [("latentface", v) for v in ("none", "encoder", "rdm-texture", "rdm-shape", "rdm-both")]
+
+
+def test_unsup3d_settings_reach_latentfaces_stage1(tmp_path) -> None:
+    """``--set unsup3d.x`` changes stage 1 for both methods (one shared model);
+    ``--set latentface.x`` still wins for LatentFace alone."""
+    from harness.runner import Session, Settings
+
+    def session(**overrides: dict) -> Session:
+        return Session(Settings(preset="smoke", overrides=overrides, cache_dir=str(tmp_path)))
+
+    shared = session(unsup3d={"epochs": "2"})
+    unsup3d, latentface = shared.method("unsup3d", "default", 0), shared.method("latentface", "rdm-both", 0)
+    assert unsup3d.cfg.epochs == latentface.cfg.epochs == 2
+    assert unsup3d.artifacts()[0].hash == latentface.artifacts()[0].hash
+    own = session(unsup3d={"epochs": "2"}, latentface={"epochs": "3"}).method("latentface", "rdm-both", 0)
+    assert own.cfg.epochs == 3
+    assert session(latentface={"epochs": "3"}).method("unsup3d", "default", 0).cfg.epochs == 1

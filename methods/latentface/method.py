@@ -68,8 +68,8 @@ _SAMPLING_FIELDS = ("sampler", "sample_steps")
 class LatentFaceConfig(Unsup3DConfig):
     """Stage-1 settings (inherited from ``unsup3d``, same presets) plus stage 2's.
 
-    Set stage-1 fields as ``latentface.<field>``; when they equal ``unsup3d``'s, both methods
-    share the stage-1 model.
+    ``--set unsup3d.<field>`` sets stage 1 for both methods, so they keep sharing one stage-1
+    model; ``latentface.<field>`` overrides it for LatentFace alone.
 
     Attributes:
         stage2_width: channels of the denoiser UNet (paper: 128) and hidden size of the
@@ -100,6 +100,7 @@ class LatentFaceConfig(Unsup3DConfig):
     sample_steps: int = 5
     holdout: float = 0.1
 
+    SHARED_SECTIONS = ("unsup3d",)
     PRESETS = {
         "smoke": {**Unsup3DConfig.PRESETS["smoke"], "stage2_width": 32, "stage2_epochs": 1, "stage2_batch_size": 16},
         "paper": {
