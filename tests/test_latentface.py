@@ -9,6 +9,7 @@ import torch
 
 from harness.datasets.base import ClipSet, ImageSet
 from harness.registry import ABLATIONS
+from harness.runner import Session, Settings
 from methods.base import MethodContext
 from methods.latentface.method import LatentFace, LatentFaceConfig, split_clips
 from methods.unsup3d.method import Unsup3DConfig, Unsup3DMethod
@@ -120,8 +121,6 @@ def test_rdm_ablation_lists_table_4_rows() -> None:
 def test_unsup3d_settings_reach_latentfaces_stage1(tmp_path) -> None:
     """``--set unsup3d.x`` changes stage 1 for both methods (one shared model);
     ``--set latentface.x`` still wins for LatentFace alone."""
-    from harness.runner import Session, Settings
-
     def session(**overrides: dict) -> Session:
         return Session(Settings(preset="smoke", overrides=overrides, cache_dir=str(tmp_path)))
 

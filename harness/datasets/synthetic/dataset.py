@@ -146,19 +146,18 @@ class SyntheticFaces(FaceDataset):
     def fingerprint(self, task: Optional[str] = None) -> dict:
         # the generator version too: features and trained models go stale when the world changes
         if task in SPLIT_FIELDS:
-            config = {name: getattr(self.cfg, name) for name in COMMON_FIELDS + SPLIT_FIELDS[task]}
-            return {"name": self.name, "generator": GENERATOR_VERSION, "task": task, "config": config}
+            return {"name": self.name, **self._split_key(task)}
         return {**super().fingerprint(), "generator": GENERATOR_VERSION}
+
+    def _split_key(self, split: str) -> dict:
+        """What one split's images depend on: the generator and the config fields it reads."""
+        config = {name: getattr(self.cfg, name) for name in COMMON_FIELDS + SPLIT_FIELDS[split]}
+        return {"generator": GENERATOR_VERSION, "split": split, "config": config}
 
     def _split(self, split: str) -> ImageSet | tuple[ImageSet, PairList]:
         """The split's ImageSet (with its PairList for ``verification``), built once and cached."""
         cfg = self.cfg
-        key = {
-            "generator": GENERATOR_VERSION,
-            "split": split,
-            "config": {name: getattr(cfg, name) for name in COMMON_FIELDS + SPLIT_FIELDS[split]},
-        }
-        return cached(self.cache_dir, "synthetic", key, lambda: build_split(cfg, split))
+        return cached(self.cache_dir, "synthetic", self._split_key(split), lambda: build_split(cfg, split))
 
 
 @register_dataset("synthetic-pose30")
