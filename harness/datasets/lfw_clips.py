@@ -10,13 +10,12 @@ that clips of one person share no photo; a person with fewer photos than ``clip_
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 import torch
 
 from harness.config import Config
-from harness.datasets.base import ClipSet, FaceDataset, ImageSet
+from harness.datasets.base import ClipSet, ImageSet
 from harness.datasets.lfw import IMAGE_DIR, LFW
 from harness.errors import BenchError
 from harness.registry import register_dataset
@@ -83,6 +82,3 @@ class LFWClips(LFW):
     def pretrain(self) -> ImageSet:
         """The photos of the clips, as unlabelled images."""
         return self.clips().frames
-
-    def fingerprint(self, task: Optional[str] = None) -> dict:
-        return FaceDataset.fingerprint(self, task)  # not LFW's: the clips never read pairs.txt

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
-from harness.datasets.base import FaceDataset
 from harness.datasets.lfw import LFW, LFWConfig, Pair
 from harness.errors import BenchError
 from harness.registry import register_dataset
@@ -69,6 +67,3 @@ class SLLFW(LFW):
 
     def pair_list(self) -> list[Pair]:
         return parse_sllfw_pairs(self.pairs_path())
-
-    def fingerprint(self, task: Optional[str] = None) -> dict:
-        return {**FaceDataset.fingerprint(self, task), "pairs_bytes": self.pairs_path().stat().st_size}
