@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_argument_group("what to run")
     what.add_argument("--methods", help="comma-separated methods, optionally method:variant (default: every method)")
     what.add_argument("--ablation", help="run the method variants of a paper ablation table: rdm (Table 4) or pixel (Table 3)")
-    what.add_argument("--protocol", default="all", help="fer, verification or all (default: all)")
+    what.add_argument("--protocol", default="all", help="comma-separated protocols, or all: every protocol each dataset and method supports (default; see --list)")
     what.add_argument("--datasets", default="synthetic", help="comma-separated datasets (default: synthetic, built in)")
     what.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     how = p.add_argument_group("how")
@@ -91,7 +91,7 @@ def method_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.ablation:
         if args.ablation not in ABLATIONS:
             raise BenchError(f"unknown ablation {args.ablation!r}; known ablations: {', '.join(ABLATIONS)}")
-        return list(ABLATIONS[args.ablation])
+        return list(ABLATIONS[args.ablation].rows)
     names = split(args.methods) if args.methods else METHODS.names()
     out = []
     for item in names:
@@ -125,7 +125,15 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                 f"dataset {d!r} cannot be used with protocol {', '.join(missing)} "
                 f"(it supports: {', '.join(sorted(DATASETS.get(d).tasks))}); pick another --datasets or --protocol"
             )
-    return [Cell(m, v, p, d, s) for (m, v), (p, d), s in itertools.product(mvs, pairs, seeds)]
+    for name, _ in mvs:
+        unsupported = [p for p in protocols if not PROTOCOLS.get(p).supports(METHODS.get(name))]
+        if explicit and unsupported:
+            raise BenchError(f"protocol {', '.join(unsupported)} cannot evaluate method {name!r}; pick other --methods or --protocol")
+    return [
+        Cell(m, v, p, d, s)
+        for (m, v), (p, d), s in itertools.product(mvs, pairs, seeds)
+        if PROTOCOLS.get(p).supports(METHODS.get(m))
+    ]
 
 
 def print_listing() -> None:
@@ -137,13 +145,8 @@ def print_listing() -> None:
     for name in DATASETS.names():
         print(f"  {name:18s} {', '.join(sorted(DATASETS.get(name).tasks))}")
     print("ablations:")
-    for name, rows in ABLATIONS.items():
-        print(f"  {name:6s} " + ", ".join(f"{m}:{v}" for m, v in rows))
-
-
-def summary(metrics: dict) -> str:
-    keys = ("accuracy", "macro_f1", "accuracy_std")
-    return "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in keys if k in metrics)
+    for name, ablation in ABLATIONS.items():
+        print(f"  {name:6s} " + ", ".join(f"{m}:{v}" for m, v in ablation.rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from harness import dispatch
 
-    load_plugins()
-    dispatch.import_plugins(split(args.plugins))
+    load_plugins(split(args.plugins))
     from harness import tables
 
     if args.list:
@@ -204,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"finished in {time.time() - tic:.1f} s")
     for cell in cells:
-        print(f"  {cell.label}: {summary(json.loads(paths[cell].read_text())['metrics'])}")
+        print(f"  {cell.label}: {PROTOCOLS.get(cell.protocol).summary(json.loads(paths[cell].read_text())['metrics'])}")
     return show_tables(tables.generate(Path(args.results_dir)))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from harness.config import config_hash
 from harness.errors import BenchError
 from harness.io import write_json
 from harness.provenance import REPO
+from harness.registry import load_plugins
 from harness.runner import Cell, Settings, run_cell, session_for, submit_time_git
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -65,19 +65,6 @@ class Options:
     slurm: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
     detach: bool = False
-
-
-# --- plugins -------------------------------------------------------------------------------------
-def import_plugins(names: Sequence[str]) -> None:
-    """Import extra modules that register datasets or methods (``--plugins`` / ``$BENCH_PLUGINS``)."""
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise BenchError(
-                f"--plugins: cannot import {name!r} ({exc}); name a module importable from the "
-                "current directory or installed, e.g. tests.dispatch_plugins"
-            ) from None
 
 
 # --- Slurm profiles ------------------------------------------------------------------------------
@@ -291,7 +278,7 @@ def build_artifact(cell: Cell, aid: str, ctx: JobContext) -> str:
     The body of a training job. Training resumes from the artifact's checkpoints, so a requeued
     or resubmitted job continues where the last one stopped.
     """
-    import_plugins(ctx.plugins)
+    load_plugins(ctx.plugins)
     session = session_for(ctx.settings)
     artifacts = session.method(cell.method, cell.variant, cell.seed).artifacts()
     ids = [artifact_id(a) for a in artifacts]
@@ -314,7 +301,7 @@ def evaluate_cell(cell: Cell, ctx: JobContext) -> str:
 
     The body of an evaluation job; the result records the job id at run time.
     """
-    import_plugins(ctx.plugins)
+    load_plugins(ctx.plugins)
     job = submitit.JobEnvironment()
     return run_cell(cell, ctx.settings, {**ctx.executor, "job_id": job.job_id})
 

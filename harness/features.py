@@ -1,7 +1,9 @@
-"""Frozen features, computed once per (trained model, dataset split, flip, task) and cached.
+"""Frozen features, computed once per (trained model, dataset split, flip, protocol view) and cached.
 
 A protocol rerun on cached features never loads the model: the cache key is built from the
 method's fingerprint (config + artifact hashes + seed), so nothing needs training to check it.
+Which images a split holds and what is read from the method are the protocol's to say
+(``Protocol.images``, ``Protocol.extract``).
 """
 from __future__ import annotations
 
@@ -11,35 +13,40 @@ import torch
 
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.io import cached
+from harness.method import Method, to_input
 from harness.progress import progress
-from methods.base import Method, to_input
+from harness.protocol import Protocol
 
 
 class FeatureSource:
-    """Features of one method on one dataset for one protocol task (see ``protocols.base.Features``)."""
+    """Features of one method on one dataset for one protocol (see ``harness.protocol.Features``)."""
 
-    def __init__(self, method: Method, dataset: FaceDataset, task: str, cache_dir: Path, batch_size: int = 256) -> None:
+    def __init__(self, method: Method, dataset: FaceDataset, protocol: Protocol, cache_dir: Path, batch_size: int = 256) -> None:
         self.method = method
         self.dataset = dataset
-        self.task = task
+        self.protocol = protocol
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self._prepared = False
 
     def images(self, split: str) -> ImageSet:
-        if split == "pairs":
-            return self.dataset.verification()[0]
-        return self.dataset.fer_split(split)
+        return self.protocol.images(self.dataset, split)
 
-    def get(self, split: str, flip: bool = False) -> torch.Tensor:
-        key = {
+    def parts(self) -> dict[str, slice]:
+        return self.method.parts()
+
+    def key(self, split: str, flip: bool = False) -> dict:
+        """What identifies one split's features (the cache key)."""
+        return {
             "method": self.method.fingerprint(),
             "dataset": self.dataset.fingerprint(),
             "split": split,
             "flip": flip,
-            "task": self.task,
+            "view": self.protocol.view or self.protocol.name,
         }
-        return cached(self.cache_dir, "features", key, lambda: self._compute(split, flip))
+
+    def get(self, split: str, flip: bool = False) -> torch.Tensor:
+        return cached(self.cache_dir, "features", self.key(split, flip), lambda: self._compute(split, flip))
 
     def _compute(self, split: str, flip: bool) -> torch.Tensor:
         if not self._prepared:  # train or load the model only when a feature is missing
@@ -59,6 +66,6 @@ class FeatureSource:
                     batch = batch.flip(-1)
                 x = to_input(batch, self.method.input_size, device)
                 index = torch.arange(start, start + len(batch))
-                out.append(self.method.encode(x, self.task, index).float().cpu())
+                out.append(self.protocol.extract(self.method, x, index).float().cpu())
                 bar.update(len(batch))
         return torch.cat(out)

@@ -5,8 +5,10 @@ name to class, so tables list methods in registration (registry) order.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
-from typing import Callable, Generic, TypeVar
+import importlib
+from typing import Callable, Generic, Mapping, Sequence, TypeVar
 
 from harness.errors import BenchError
 
@@ -66,17 +68,52 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.names(pattern)
 
 
-def load_plugins() -> None:
-    """Import the method, protocol and dataset packages so their decorators run."""
-    import harness.datasets  # noqa: F401
-    import methods  # noqa: F401
-    import protocols  # noqa: F401
+def load_plugins(extra: Sequence[str] = ()) -> None:
+    """Import the method, protocol and dataset packages, and any ``extra`` modules (``--plugins``,
+    ``$BENCH_PLUGINS``), so that their ``@register_...`` decorators run.
+
+    The harness imports plugins only here, by name: nothing in ``harness/`` depends on them.
+    """
+    for name in ("harness.datasets", "methods", "protocols", *extra):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if name not in extra:
+                raise
+            raise BenchError(
+                f"--plugins: cannot import {name!r} ({exc}); name a module importable from the "
+                "current directory or installed, e.g. tests.dispatch_plugins"
+            ) from None
 
 
-#: Ablation studies: name -> the (method, variant) rows of the paper's table, in table order.
-ABLATIONS: dict[str, list[tuple[str, str]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+    """A paper ablation table (``--ablation NAME``).
+
+    Attributes:
+        rows: the (method, variant) rows, in table order.
+        title: the table's heading.
+        table: the table's file stem under ``results/tables/``.
+        paper: the paper's numbers, (method, variant) -> {dataset: (value, spread)}, in percent.
+    """
+
+    rows: tuple[tuple[str, str], ...]
+    title: str
+    table: str
+    paper: dict[tuple[str, str], dict[str, tuple[float, float]]] = dataclasses.field(default_factory=dict)
 
 
-def register_ablation(name: str, rows: list[tuple[str, str]]) -> None:
-    """Declare an ablation (``--ablation NAME``) as the method variants it compares."""
-    ABLATIONS[name] = list(rows)
+#: Ablation studies by name, in registration order.
+ABLATIONS: dict[str, Ablation] = {}
+
+
+def register_ablation(
+    name: str,
+    rows: list[tuple[str, str]],
+    title: str,
+    table: str = "",
+    paper: Mapping[tuple[str, str], dict[str, tuple[float, float]]] | None = None,
+) -> None:
+    """Declare an ablation (``--ablation NAME``): the method variants it compares, its table's
+    title and file stem (default ``ablation_NAME``) and the paper's numbers for them."""
+    ABLATIONS[name] = Ablation(tuple(rows), title, table or f"ablation_{name}", dict(paper or {}))

@@ -23,7 +23,7 @@ from harness.features import FeatureSource
 from harness.io import write_json
 from harness.provenance import git_state, provenance
 from harness.registry import DATASETS, METHODS, PROTOCOLS, load_plugins
-from methods.base import Method, MethodContext
+from harness.method import Method, MethodContext
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +170,8 @@ def check_cell(session: Session, cell: Cell) -> None:
         raise BenchError(f"method {cell.method!r} has no variant {cell.variant!r}; variants: {', '.join(method_cls.variants)}")
     protocol_cls = PROTOCOLS.get(cell.protocol)
     dataset_cls = DATASETS.get(cell.dataset)
+    if not protocol_cls.supports(method_cls):
+        raise BenchError(f"protocol {cell.protocol!r} cannot evaluate method {cell.method!r}; see --list for what each protocol needs")
     if protocol_cls.task not in dataset_cls.tasks:
         raise BenchError(
             f"dataset {cell.dataset!r} cannot be used with protocol {cell.protocol!r} "
@@ -187,7 +189,7 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
     method = session.method(cell.method, cell.variant, cell.seed)
     protocol = session.protocol(cell.protocol)
     dataset = session.dataset(cell.dataset)
-    features = FeatureSource(method, dataset, protocol.task, Path(settings.cache_dir))
+    features = FeatureSource(method, dataset, protocol, Path(settings.cache_dir))
     metrics = protocol.evaluate(dataset, features, cell.seed)
     record = {
         "cell": {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset},

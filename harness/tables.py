@@ -1,25 +1,23 @@
 """Markdown tables and figures regenerated from the result files alone (never edited by hand).
 
-Table 1: expression recognition (accuracy / macro F1), Table 2: verification accuracy, Tables 3
-and 4: the paper's ablations, each laid out like the paper's with its published number beside
-ours where the dataset is the same. Values are percent, mean over seeds (n = seed count).
+Every registered protocol lays out its own tables and figures (``Protocol.tables``,
+``Protocol.figures``); every registered ablation gets one table over the protocols its rows were
+evaluated with. This module only indexes the results: rows are method variants (split by
+setting only where a method was run with different settings), columns are (protocol, dataset).
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Optional
 
-import numpy as np
 from tabulate import tabulate
 
 from harness.config import config_hash
 from harness.errors import BenchError
 from harness.io import atomic_path
-from harness.paper_numbers import ABLATION_NUMBERS, MAIN
-from harness.registry import ABLATIONS, METHODS, PROTOCOLS, load_plugins
+from harness.registry import ABLATIONS, METHODS, PROTOCOLS, Ablation, load_plugins
 
 RowKey = tuple[str, str, str]  # method, variant, method-setting hash
 
@@ -31,17 +29,35 @@ def load_results(results_dir: Path) -> list[dict]:
         try:
             record = json.loads(path.read_text())
             record["cell"]["method"]  # noqa: B018 -- a result file must name its cell
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             raise BenchError(f"{path} is not a result file of this harness; move it out of the results folder") from None
         record["_path"] = str(path)
         records.append(record)
     return records
 
 
-def method_setting(record: dict) -> str:
-    """Hash of what defines the trained model (preset, method config, pretraining data)."""
+def method_setting(record: dict) -> dict:
+    """What defines the trained model behind a result: preset, method config, pretraining data."""
     cfg = record["config"]
-    return config_hash({"preset": cfg["preset"], "method": cfg["method"], "pretrain": cfg.get("pretrain")})
+    return {"preset": cfg["preset"], "method": cfg["method"]["config"], "pretrain": cfg.get("pretrain")}
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def short_key(path: str) -> str:
+    """The readable name of a setting in a row label: ``method.epochs`` -> ``epochs``."""
+    for prefix in ("method.", "pretrain.config."):
+        if path.startswith(prefix):
+            return ("pretrain." if prefix.startswith("pretrain") else "") + path[len(prefix):]
+    return path
 
 
 def row_order(key: RowKey) -> tuple:
@@ -60,27 +76,44 @@ class Grid:
     """Results indexed by row (method variant + setting) and column (protocol, dataset)."""
 
     def __init__(self, records: Iterable[dict]) -> None:
+        self.all = list(records)
         self.cells: dict[RowKey, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
-        self.presets: dict[RowKey, str] = {}
-        for r in records:
+        self.settings: dict[RowKey, dict] = {}
+        for r in self.all:
             c = r["cell"]
-            key = (c["method"], c["variant"], method_setting(r))
+            setting = method_setting(r)
+            key = (c["method"], c["variant"], config_hash(setting))
             self.cells[key][(c["protocol"], c["dataset"])].append(r)
-            self.presets[key] = c["preset"]
+            self.settings[key] = setting
         self.notes: list[str] = []
 
-    def rows(self, wanted: list[tuple[str, str]] | None = None) -> list[RowKey]:
+    # --- rows and columns ---------------------------------------------------------------------
+    def rows(self, wanted: Optional[Iterable[tuple[str, str]]] = None, protocols: Optional[Iterable[str]] = None) -> list[RowKey]:
+        """Row keys in registry order; only the (method, variant)s ``wanted`` (in that order), and
+        only rows with results of one of ``protocols``, when given."""
         keys = sorted(self.cells, key=row_order)
+        if protocols is not None:
+            allowed = set(protocols)
+            keys = [k for k in keys if any(p in allowed for p, _ in self.cells[k])]
         if wanted is None:
             return keys
-        return [k for mv in wanted for k in keys if k[:2] == mv]
+        return [k for mv in wanted for k in keys if k[:2] == tuple(mv)]
 
-    def label(self, key: RowKey, rows: list[RowKey]) -> str:
-        """Method [variant]; with preset and setting hash when the table has other settings of it."""
-        method, variant, setting = key
+    def label(self, key: RowKey) -> str:
+        """``method [variant]``, plus what differs (``epochs=30``) when the method variant was run
+        with several settings."""
+        method, variant, _ = key
         name = method if variant == "default" else f"{method} [{variant}]"
-        clashes = sum(1 for k in rows if k[:2] == key[:2])
-        return name if clashes == 1 else f"{name} ({self.presets[key]}, {setting})"
+        clashes = [k for k in self.cells if k[:2] == key[:2]]
+        if len(clashes) == 1:
+            return name
+        flat = {k: flatten(self.settings[k]) for k in clashes}
+        paths = sorted({p for f in flat.values() for p in f})
+        differ = [p for p in paths if len({json.dumps(f.get(p), sort_keys=True) for f in flat.values()}) > 1]
+        mine = flat[key]
+        shown = [f"{short_key(p)}={mine[p] if p in mine else '-'}" for p in differ[:3]]
+        more = f", +{len(differ) - 3} more" if len(differ) > 3 else ""
+        return f"{name} ({', '.join(shown)}{more})"
 
     def columns(self, protocol: str, rows: list[RowKey]) -> list[str]:
         return sorted({d for k in rows for (p, d) in self.cells[k] if p == protocol})
@@ -94,139 +127,81 @@ class Grid:
         if len(by_setting) > 1:
             newest = max(records, key=lambda r: r["provenance"]["end_time"])
             keep = by_setting[config_hash(newest["config"]["protocol"])]
-            method, variant, setting = key
             self.notes.append(
-                f"{method} [{variant}] ({setting}) {protocol}/{dataset}: {len(records) - len(keep)} result(s) with other protocol settings not shown"
+                f"{self.label(key)} {protocol}/{dataset}: {len(records) - len(keep)} result(s) with other protocol settings not shown"
             )
             return keep
         return records
 
+    def records_of(self, protocol: str) -> list[dict]:
+        """Every record of one protocol."""
+        return [r for r in self.all if r["cell"]["protocol"] == protocol]
 
-def pct(values: list[float]) -> str:
-    a = 100 * np.asarray(values)
-    return f"{a.mean():.2f}" if len(a) == 1 else f"{a.mean():.2f}±{a.std(ddof=1):.2f}"
+    # --- tables ---------------------------------------------------------------------------------
+    def protocol_table(self, protocol: type) -> str:
+        """Rows = method variants with results of ``protocol``, columns = its datasets, with the
+        paper's column beside each dataset the paper reports."""
+        rows = self.rows(protocols=[protocol.name])
+        return self.table(rows, [protocol], protocol.paper) if rows else ""
 
+    def table(self, rows: list[RowKey], protocols: list[type], paper: dict) -> str:
+        headers, getters = ["Method"], []
+        for protocol in protocols:
+            for dataset in self.columns(protocol.name, rows):
+                headers.append(f"{dataset} {protocol.name} {protocol.metric}" if len(protocols) > 1 else f"{dataset} {protocol.metric}")
+                getters.append(lambda k, p=protocol, d=dataset: p.cell(self.records(k, p.name, d)))
+                if any(dataset in paper.get(k[:2], {}) for k in rows):
+                    headers.append(f"{dataset} paper")
+                    getters.append(lambda k, p=protocol, d=dataset: p.paper_cell(paper[k[:2]][d]) if d in paper.get(k[:2], {}) else "")
+        body = [[self.label(k)] + [g(k) for g in getters] for k in rows]
+        return tabulate(body, headers=headers, tablefmt="github")
 
-def fer_cell(records: list[dict]) -> str:
-    if not records:
-        return ""
-    acc = [r["metrics"]["accuracy"] for r in records]
-    f1 = [r["metrics"]["macro_f1"] for r in records]
-    return f"{pct(acc)} / {pct(f1)} (n={len(records)})"
-
-
-def verification_cell(records: list[dict]) -> str:
-    if not records:
-        return ""
-    acc = 100 * np.array([r["metrics"]["accuracy"] for r in records])
-    fold_sd = 100 * np.mean([r["metrics"]["accuracy_std"] for r in records])
-    seeds = f", seed sd {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
-    return f"{acc.mean():.2f}±{fold_sd:.2f} (n={len(acc)}{seeds})"
-
-
-def paper_cell(numbers: dict | None, dataset: str, protocol: str) -> str:
-    if not numbers or dataset not in numbers:
-        return ""
-    a, b = numbers[dataset]
-    return f"{a:.2f} / {b:.2f}" if protocol == "fer" else f"{a:.2f}±{b:.2f}"
-
-
-def make_table(grid: Grid, rows: list[RowKey], protocols: list[str], paper: dict) -> str:
-    headers, getters = ["Method"], []
-    for protocol in protocols:
-        for dataset in grid.columns(protocol, rows):
-            metric = "acc / F1" if protocol == "fer" else "acc"
-            if len(protocols) > 1:
-                metric = f"{'FER' if protocol == 'fer' else 'verification'} {metric}"
-            fmt = fer_cell if protocol == "fer" else verification_cell
-            headers.append(f"{dataset} {metric}")
-            getters.append(lambda k, p=protocol, d=dataset, f=fmt: f(grid.records(k, p, d)))
-            if any(dataset in paper.get(k[:2], {}) for k in rows):
-                headers.append(f"{dataset} paper")
-                getters.append(lambda k, p=protocol, d=dataset: paper_cell(paper.get(k[:2]), d, p))
-    body = [[grid.label(k, rows)] + [g(k) for g in getters] for k in rows]
-    return tabulate(body, headers=headers, tablefmt="github")
+    def ablation_table(self, ablation: Ablation) -> str:
+        """The ablation's rows over every protocol they were evaluated with ('' for fewer than two rows)."""
+        rows = self.rows(ablation.rows)
+        if len(rows) < 2:  # an ablation needs something to compare with
+            return ""
+        protocols = [PROTOCOLS.get(p) for p in PROTOCOLS.names() if any((p, d) in self.cells[k] for k in rows for d in self.columns(p, rows))]
+        return self.table(rows, protocols, ablation.paper)
 
 
 def footer(records: list[dict], notes: list[str]) -> str:
+    """Units, code and protocol versions, notes; deterministic, so a table regenerates byte for byte."""
     shas = sorted({r["provenance"]["git"]["sha"][:10] + ("+dirty" if r["provenance"]["git"].get("dirty") else "") for r in records})
-    versions = ", ".join(f"{name} v{PROTOCOLS.get(name).version}" for name in PROTOCOLS.names())
-    lines = [
-        "",
-        "Percent; mean over seeds, n = number of seeds. Verification: ± is the spread over the 10 folds (sd, ddof 1).",
-        f"Code versions (git): {', '.join(shas)}. Protocols: {versions}.",
-    ]
+    protocols = sorted({r["cell"]["protocol"] for r in records})
+    versions = ", ".join(sorted({f"{r['cell']['protocol']} v{r['config']['protocol']['version']}" for r in records}))
+    lines = ["", "Percent; mean over seeds, n = number of seeds; ± is the sd over seeds unless said otherwise."]
+    lines += [PROTOCOLS.get(p).note for p in protocols if p in PROTOCOLS and PROTOCOLS.get(p).note]
+    lines.append(f"Code versions (git): {', '.join(shas)}. Protocols: {versions}.")
     lines += [f"Note: {n}" for n in sorted(set(notes))]
-    lines.append(f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
+    newest = max((r["provenance"]["end_time"] for r in records), default="")
+    lines.append(f"Regenerated from {len(records)} result files, the newest finished {newest[:16].replace('T', ' ')} UTC.")
     return "\n".join(lines) + "\n"
 
 
-TITLES = {
-    "table1_fer": "Table 1: facial expression recognition by linear probing (accuracy / macro F1)",
-    "table2_verification": "Table 2: face verification, 10-fold accuracy",
-    "table3_pixel_ablation": "Table 3: ablation of pixel-space disentangling (stage 1)",
-    "table4_rdm_ablation": "Table 4: ablation of latent-space disentangling (stage 2)",
-}
+def build_tables(records: list[dict]) -> tuple[Grid, dict[str, str]]:
+    """The grid of ``records`` and every table, as ``{file stem: markdown}`` (nothing written)."""
+    load_plugins()
+    grid = Grid(records)
+    bodies: dict[str, tuple[str, str]] = {}
+    for name in PROTOCOLS.names():
+        if grid.records_of(name):
+            bodies.update(PROTOCOLS.get(name).tables(grid))
+    for ablation in ABLATIONS.values():
+        body = grid.ablation_table(ablation)
+        if body:
+            bodies[ablation.table] = (ablation.title, body)
+    return grid, {stem: f"# {title}\n\n{body}\n{footer(records, grid.notes)}" for stem, (title, body) in bodies.items()}
 
 
 def generate(results_dir: Path) -> dict[str, str]:
-    """Write every table (markdown) and confusion figure; returns {table name: markdown}."""
-    load_plugins()
+    """Write every table (markdown) and figure of a results store; returns {table name: markdown}."""
     results_dir = Path(results_dir)
-    records = load_results(results_dir)
-    grid = Grid(records)
-    tables: dict[str, str] = {}
-    for name, protocol in (("table1_fer", "fer"), ("table2_verification", "verification")):
-        rows = [k for k in grid.rows() if any(p == protocol for p, _ in grid.cells[k])]
-        if rows:
-            tables[name] = make_table(grid, rows, [protocol], MAIN)
-    for ablation, name in (("pixel", "table3_pixel_ablation"), ("rdm", "table4_rdm_ablation")):
-        rows = grid.rows(ABLATIONS.get(ablation, []))
-        if len(rows) > 1:  # an ablation needs something to compare with
-            tables[name] = make_table(grid, rows, ["fer", "verification"], ABLATION_NUMBERS[ablation])
-    out = {}
-    for name, body in tables.items():
-        text = f"# {TITLES[name]}\n\n{body}\n{footer(records, grid.notes)}"
+    grid, tables = build_tables(load_results(results_dir))
+    for name, text in tables.items():
         with atomic_path(results_dir / "tables" / f"{name}.md") as tmp:
             tmp.write_text(text)
-        out[name] = text
-    write_confusion_figures(records, results_dir / "figures")
-    return out
-
-
-def write_confusion_figures(records: list[dict], folder: Path) -> list[Path]:
-    """One PNG per FER result, normalised by true class; skipped when already newer than its JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for r in records:
-        if r["cell"]["protocol"] != "fer":
-            continue
-        src = Path(r["_path"])
-        png = folder / r["cell"]["dataset"] / (src.stem + ".png")
-        if png.exists() and png.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        cm = np.asarray(r["metrics"]["confusion"], dtype=float)
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        names = r["metrics"]["class_names"]
-        fig, ax = plt.subplots(figsize=(5.5, 4.8))
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_yticks(range(len(names)), names)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
-        c = r["cell"]
-        ax.set_title(f"{c['method']} [{c['variant']}] on {c['dataset']}, seed {c['seed']}\naccuracy {100 * r['metrics']['accuracy']:.1f}%", fontsize=9)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        fig.tight_layout()
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-        plt.close(fig)
-        written.append(png)
-    return written
+    for name in PROTOCOLS.names():
+        if grid.records_of(name):
+            PROTOCOLS.get(name).figures(grid, results_dir / "figures")
+    return tables

@@ -14,7 +14,7 @@ from torch import nn
 
 from harness.config import Config
 from harness.registry import register_method
-from methods.base import Method, MethodContext, model_seed
+from harness.method import Method, MethodContext, model_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Pixels(Method):
 
     Config = PixelsConfig
 
-    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1)
         # per-image standardisation removes global brightness and contrast, nothing else
         return (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-6)
@@ -66,5 +66,5 @@ class RandomCNN(Method):
         self.net = nn.Sequential(*layers).to(ctx.device).eval()
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.net(x), 1).flatten(1)

@@ -22,7 +22,7 @@ from harness.config import Config
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.train import fit
-from methods.base import Method, model_seed, to_input
+from harness.method import Method, model_seed, to_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +156,8 @@ class SelfSupervisedBaseline(Method):
         self.net = net.to(self.ctx.device).eval()
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
-        """The same frozen features for every task (the baselines have no task-specific parts)."""
+    def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
+        """The same frozen features for every view (the baselines have no task-specific parts)."""
         return self.net(x)
 
     @functools.cached_property

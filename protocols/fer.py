@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from harness.config import Config
-from harness.datasets.base import FaceDataset
+from harness.datasets.base import FaceDataset, ImageSet
 from harness.errors import BenchError
+from harness.io import atomic_path
+from harness.protocol import Features, Protocol, mean_sd, seeded_generator
 from harness.registry import register_protocol
-from protocols.base import Features, Protocol, seeded_generator
+
+#: The paper's Table 1 (accuracy, macro F1), by (method, variant) and our dataset names.
+PAPER_TABLE1: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
+    ("simclr", "default"): {
+        "rafdb": (64.47, 47.48), "affectnet": (40.15, 38.86), "affectnet-pose30": (37.69, 36.57), "affectnet-pose45": (37.84, 37.41),
+    },
+    ("mae", "default"): {
+        "rafdb": (62.61, 48.93), "affectnet": (37.40, 33.99), "affectnet-pose30": (35.78, 33.05), "affectnet-pose45": (35.05, 32.06),
+    },
+    ("unsup3d", "default"): {
+        "rafdb": (69.42, 55.50), "affectnet": (41.07, 39.26), "affectnet-pose30": (38.89, 38.14), "affectnet-pose45": (36.70, 35.25),
+    },
+    ("latentface", "rdm-both"): {
+        "rafdb": (75.26, 64.91), "affectnet": (44.42, 43.60), "affectnet-pose30": (41.95, 41.69), "affectnet-pose45": (40.43, 39.45),
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +151,14 @@ class FER(Protocol):
     """Linear-probe expression recognition: accuracy, macro F1, per-class F1, confusion counts."""
 
     task = "fer"
+    view = "fer"
     Config = FERConfig
+    table = ("table1_fer", "Table 1: facial expression recognition by linear probing (accuracy / macro F1)")
+    metric = "acc / F1"
+    paper = PAPER_TABLE1
+
+    def images(self, dataset: FaceDataset, split: str) -> ImageSet:
+        return dataset.fer_split(split)
 
     def evaluate(self, dataset: FaceDataset, features: Features, seed: int) -> dict:
         train, test = dataset.fer_split("train"), dataset.fer_split("test")
@@ -151,3 +176,57 @@ class FER(Protocol):
         metrics["n_train"] = int(len(x))
         metrics["feature_dim"] = int(x.shape[1])
         return metrics
+
+    @classmethod
+    def summary(cls, metrics: dict) -> str:
+        return f"accuracy {100 * metrics['accuracy']:.2f}  macro F1 {100 * metrics['macro_f1']:.2f}"
+
+    @classmethod
+    def cell(cls, records: list[dict]) -> str:
+        if not records:
+            return ""
+        acc = mean_sd([r["metrics"]["accuracy"] for r in records])
+        f1 = mean_sd([r["metrics"]["macro_f1"] for r in records])
+        return f"{acc} / {f1} (n={len(records)})"
+
+    @classmethod
+    def paper_cell(cls, numbers: tuple[float, float]) -> str:
+        return f"{numbers[0]:.2f} / {numbers[1]:.2f}"
+
+    @classmethod
+    def figures(cls, grid, folder: Path) -> list[Path]:
+        """One confusion matrix per result, normalised by true class (kept while newer than its JSON)."""
+        return [path for r in grid.records_of(cls.name) if (path := confusion_figure(r, folder / r["cell"]["dataset"]))]
+
+
+def confusion_figure(record: dict, folder: Path) -> Path | None:
+    """The PNG of one FER result's confusion matrix; None when an up-to-date one exists."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    src = Path(record["_path"])
+    png = folder / (src.stem + ".png")
+    if png.exists() and png.stat().st_mtime >= src.stat().st_mtime:
+        return None
+    cm = np.asarray(record["metrics"]["confusion"], dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    names = record["metrics"]["class_names"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+    c = record["cell"]
+    ax.set_title(f"{c['method']} [{c['variant']}] on {c['dataset']}, seed {c['seed']}\naccuracy {100 * record['metrics']['accuracy']:.1f}%", fontsize=9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return png

@@ -19,12 +19,19 @@ import torch
 from torch import nn
 
 from harness.config import Config
-from harness.datasets.base import FaceDataset, PairList
+from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.errors import BenchError
+from harness.protocol import Features, Protocol, seeded_generator
 from harness.registry import register_protocol
-from protocols.base import Features, Protocol, seeded_generator
 
 MODES = ("pair-linear", "pair-linear-legacy", "cosine")
+#: The paper's Table 2 (accuracy, spread over folds), by (method, variant) and our dataset names.
+PAPER_TABLE2: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
+    ("simclr", "default"): {"lfw": (63.38, 2.53), "sllfw": (54.40, 2.45)},
+    ("mae", "default"): {"lfw": (62.60, 2.75), "sllfw": (53.05, 2.25)},
+    ("unsup3d", "default"): {"lfw": (71.37, 1.99), "sllfw": (58.70, 1.62)},
+    ("latentface", "rdm-both"): {"lfw": (72.05, 2.57), "sllfw": (59.72, 1.33)},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +107,14 @@ class Verification(Protocol):
     """Mean, spread and per-fold accuracy over the dataset's official folds."""
 
     task = "verification"
+    view = "verification"
     Config = VerificationConfig
+    table = ("table2_verification", "Table 2: face verification, 10-fold accuracy")
+    paper = PAPER_TABLE2
+    note = "Verification: ± is the spread over the 10 folds (sd, ddof 1); seed sd is the sd of the mean over seeds."
+
+    def images(self, dataset: FaceDataset, split: str) -> ImageSet:
+        return dataset.verification()[0]
 
     def evaluate(self, dataset: FaceDataset, features: Features, seed: int) -> dict:
         _, pairs = dataset.verification()
@@ -139,3 +153,17 @@ class Verification(Protocol):
         if thresholds:
             metrics["fold_thresholds"] = thresholds
         return metrics
+
+    @classmethod
+    def summary(cls, metrics: dict) -> str:
+        return f"accuracy {100 * metrics['accuracy']:.2f}  sd over folds {100 * metrics['accuracy_std']:.2f}"
+
+    @classmethod
+    def cell(cls, records: list[dict]) -> str:
+        """Mean accuracy, ± the spread over the 10 folds, and the sd over seeds when there are several."""
+        if not records:
+            return ""
+        acc = 100 * np.array([r["metrics"]["accuracy"] for r in records])
+        fold_sd = 100 * np.mean([r["metrics"]["accuracy_std"] for r in records])
+        seeds = f", seed sd {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
+        return f"{acc.mean():.2f}±{fold_sd:.2f} (n={len(acc)}{seeds})"

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from harness.datasets.base import ImageSet  # noqa: E402
-from methods.base import MethodContext  # noqa: E402
+from harness.method import MethodContext  # noqa: E402
 from methods.mae import MAE  # noqa: E402
 from methods.selfsup import SelfSupervisedBaseline  # noqa: E402
 from methods.simclr import SimCLR  # noqa: E402

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         start = time.perf_counter()
         method = session.method(name, variant, 0)
         spec = f"{name}:{variant}"
-        x = FeatureSource(method, dataset, "fer", Path(args.cache_dir)).get("train").float()
+        x = FeatureSource(method, dataset, session.protocol("fer"), Path(args.cache_dir)).get("train").float()
         acc = figures[spec] = probe_accuracy(x, y, val, n_classes)
         print(f"linear probe, {spec:24s} {100 * acc:5.1f} %  ({x.shape[1]}-d, {time.perf_counter() - start:.0f} s)")
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from harness.config import Config
 from harness.io import torch_load, torch_save
 from harness.registry import METHODS, register_method
 from harness.train import fit
-from methods.base import Method, model_seed, to_input
+from harness.method import Method, model_seed, to_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,5 +122,5 @@ if "two-stage" not in METHODS:
                 self.head.load_state_dict(torch_load(artifacts[1].path(self.ctx.cache_dir) / "model.pt"))
 
         @torch.no_grad()
-        def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+        def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
             return self.head(self.encoder(x.flatten(1)))

@@ -17,7 +17,7 @@ import methods  # noqa: F401  (registers the methods)
 from harness.datasets.base import ImageSet
 from harness.errors import BenchError, TrainingDiverged
 from harness.registry import METHODS
-from methods.base import MethodContext, to_input
+from harness.method import MethodContext, to_input
 from methods.mae import MAE, MAEConfig, MAENet
 from methods.selfsup import SelfSupervisedBaseline
 from methods.simclr import (

@@ -10,7 +10,7 @@ import torch
 from harness.datasets.base import ClipSet, ImageSet
 from harness.registry import ABLATIONS
 from harness.runner import Session, Settings
-from methods.base import MethodContext
+from harness.method import MethodContext
 from methods.latentface.method import LatentFace, LatentFaceConfig, split_clips
 from methods.unsup3d.method import Unsup3DConfig, Unsup3DMethod
 
@@ -70,9 +70,9 @@ def test_a_kinds_denoiser_is_the_same_in_every_variant(ctx: MethodContext) -> No
 def test_feature_sizes_per_variant_and_task(ctx: MethodContext, variant: str, blocks: int) -> None:
     method = prepared(variant, ctx)
     dim = LatentFaceConfig.resolve("smoke").latent_dim
-    for task in ("fer", "verification"):
-        assert method.encode(images(), task, torch.arange(4)).shape == (4, blocks * dim)
-        assert len(method.feature_layout(task)) == blocks
+    for view in ("fer", "verification"):
+        assert method.encode(images(), view, torch.arange(4)).shape == (4, blocks * dim)
+        assert len(method.feature_layout(view)) == blocks
 
 
 def test_feature_blocks_follow_the_papers_layout(ctx: MethodContext) -> None:
@@ -90,8 +90,8 @@ def test_none_equals_unsup3d_features(ctx: MethodContext) -> None:
     unsup3d.prepare()
     none = prepared("none", ctx)
     assert [a.hash for a in none.artifacts()] == [a.hash for a in unsup3d.artifacts()]
-    for task in ("fer", "verification"):
-        assert torch.equal(none.encode(images(), task, torch.arange(4)), unsup3d.encode(images(), task, torch.arange(4)))
+    for view in ("fer", "verification", "parts"):
+        assert torch.equal(none.encode(images(), view, torch.arange(4)), unsup3d.encode(images(), view, torch.arange(4)))
 
 
 def test_features_are_seeded_per_sample(ctx: MethodContext) -> None:
@@ -115,7 +115,7 @@ def test_held_out_clips_are_whole_identities() -> None:
 
 
 def test_rdm_ablation_lists_table_4_rows() -> None:
-    assert ABLATIONS["rdm"] == [("latentface", v) for v in ("none", "encoder", "rdm-texture", "rdm-shape", "rdm-both")]
+    assert list(ABLATIONS["rdm"].rows) == [("latentface", v) for v in ("none", "encoder", "rdm-texture", "rdm-shape", "rdm-both")]
 
 
 def test_unsup3d_settings_reach_latentfaces_stage1(tmp_path) -> None:

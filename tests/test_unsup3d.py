@@ -14,7 +14,7 @@ from torch import nn
 from harness.datasets.base import ImageSet
 from harness.errors import TrainingDiverged
 from harness.registry import ABLATIONS
-from methods.base import MethodContext
+from harness.method import MethodContext
 from methods.unsup3d.losses import (
     PerceptualLoss,
     PerceptualSource,
@@ -206,7 +206,7 @@ def test_variants_features_and_shared_stage1(tmp_path: Path) -> None:
     # one stage-1 model for default / no-shape / no-texture; retrained ones for no-light / no-pose
     assert hashes["default"] == hashes["no-shape"] == hashes["no-texture"]
     assert len({hashes["default"], hashes["no-light"], hashes["no-pose"]}) == 3
-    assert ABLATIONS["pixel"][-1] == ("unsup3d", "default") and len(ABLATIONS["pixel"]) == 5
+    assert ABLATIONS["pixel"].rows[-1] == ("unsup3d", "default") and len(ABLATIONS["pixel"].rows) == 5
 
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     index = torch.arange(4)

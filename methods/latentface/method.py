@@ -39,10 +39,18 @@ from harness.errors import BenchError
 from harness.io import atomic_path, cached, torch_load, torch_save
 from harness.registry import register_ablation, register_method
 from harness.train import fit
-from methods.base import Method, MethodContext, model_seed, to_input
+from harness.method import Method, MethodContext, model_seed, part_slices, to_input
 from methods.latentface.denoiser import Denoiser, IdentityEncoder
 from methods.latentface.diffusion import SAMPLERS, WEIGHTINGS, Schedule, ddim_sample, denoising_loss, start_noise
-from methods.unsup3d.method import Unsup3DConfig, load_stage1, perceptual_source, stage1_artifact, stage1_config
+from methods.unsup3d.method import (
+    ENVIRONMENT,
+    Unsup3DConfig,
+    load_stage1,
+    perceptual_source,
+    predicted_depth,
+    stage1_artifact,
+    stage1_config,
+)
 from methods.unsup3d.model import FIGURE_TILE, Unsup3D, canonical_depth
 
 #: bump when a code change alters the trained stage-2 networks for the same config
@@ -57,7 +65,8 @@ VARIANTS: dict[str, tuple[Optional[str], tuple[str, ...]]] = {
     "encoder": ("encoder", KINDS),
     "none": (None, ()),
 }
-TASKS = ("fer", "verification")
+#: feature views: the paper's features of each protocol, and every part (``Method.parts``).
+VIEWS = ("fer", "verification", "parts")
 #: held-out clips (and frames of each) shown in the identity figure.
 FIGURE_CLIPS, FIGURE_FRAMES = 3, 8
 #: stage-2 fields that change sampling only, not the trained weights (kept out of the artifact key).
@@ -359,6 +368,7 @@ class LatentFace(Method):
 
     Config = LatentFaceConfig
     variants = tuple(VARIANTS)
+    predicts_depth = True
 
     def __init__(self, cfg: LatentFaceConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)
@@ -381,27 +391,52 @@ class LatentFace(Method):
             self.stage2 = stage2.requires_grad_(False).to(self.ctx.device).eval()
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
-        if task not in TASKS:
-            raise BenchError(f"latentface has features for {', '.join(TASKS)}, not {task!r}")
+    def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
+        if view not in VIEWS:
+            raise BenchError(f"latentface has features for {', '.join(VIEWS)}, not {view!r}")
         latents = self.stage1.encode_latents(x)
         z_id = {kind: self.stage2.predict(kind, latents[kind], self.ctx.seed, index) for kind in self.kinds}
-        value = {"Z": lambda k: latents[k], "Z_id": lambda k: z_id[k], "Z - Z_id": lambda k: latents[k] - z_id[k]}
-        return torch.cat([value[block](kind) for kind, block in self.feature_blocks(task)], dim=1)
+        value = {
+            "Z": lambda k: latents[k],
+            "Z_id": lambda k: z_id[k],
+            "Z - Z_id": lambda k: latents[k] - z_id[k],
+            "env": lambda k: latents[k],
+        }
+        return torch.cat([value[block](kind) for kind, block in self.feature_blocks(view)], dim=1)
 
-    def feature_blocks(self, task: str) -> list[tuple[str, str]]:
-        """(latent kind, block) in feature order, each block D wide: ``Z``, ``Z_id`` or ``Z - Z_id``."""
+    def feature_blocks(self, view: str) -> list[tuple[str, str]]:
+        """(latent kind, block) in feature order: ``Z``, ``Z_id`` or ``Z - Z_id`` (D wide each),
+        and for the ``parts`` view the environment codes (``env``: light, pose)."""
         blocks = []
         for kind in KINDS:
             if kind in self.kinds:
-                blocks.append((kind, "Z - Z_id" if task == "fer" else "Z_id"))
+                blocks.append((kind, "Z - Z_id" if view == "fer" else "Z_id"))
+                if view == "parts":
+                    blocks.append((kind, "Z - Z_id"))
+                    continue
             blocks.append((kind, "Z"))
+        if view == "parts":
+            blocks += [(name, "env") for name in ENVIRONMENT]
         return blocks
 
-    def feature_layout(self, task: str) -> list[str]:
+    def feature_layout(self, view: str) -> list[str]:
         """Readable names of the feature blocks, e.g. ``["Z_t - Z_id_t", "Z_t", "Z_s"]``."""
         names = {"Z": "Z_{k}", "Z_id": "Z_id_{k}", "Z - Z_id": "Z_{k} - Z_id_{k}"}
-        return [names[block].format(k=kind[0]) for kind, block in self.feature_blocks(task)]
+        return [kind if block == "env" else names[block].format(k=kind[0]) for kind, block in self.feature_blocks(view)]
+
+    def parts(self) -> dict[str, slice]:
+        """``Z_id_t``, ``dZ_t`` (= Z_t - Z_id_t), ``Z_id_s``, ``dZ_s``, ``light``, ``pose``; a latent
+        the variant does not disentangle is one part, ``Z_t`` or ``Z_s``."""
+        dim = stage1_config(self.cfg).latent_dim
+        short = {"Z": "Z_{k}", "Z_id": "Z_id_{k}", "Z - Z_id": "dZ_{k}"}
+        return part_slices(
+            {kind if block == "env" else short[block].format(k=kind[0]): ENVIRONMENT[kind] if block == "env" else dim
+             for kind, block in self.feature_blocks("parts")}
+        )
+
+    @torch.no_grad()
+    def depth(self, x: torch.Tensor) -> torch.Tensor:
+        return predicted_depth(self.stage1, x)
 
     def info(self) -> dict:
         source = perceptual_source(self.cfg)
@@ -409,7 +444,7 @@ class LatentFace(Method):
             "perceptual_loss": source.mode,
             "perceptual_loss_detail": source.describe(),
             "stage2": self.model or "none",
-            "features": {task: self.feature_layout(task) for task in TASKS},
+            "features": {view: self.feature_layout(view) for view in VIEWS},
         }
         if self.model == "rdm":
             info.update(sampler=self.cfg.sampler, sample_steps=self.cfg.sample_steps, loss_weighting=self.cfg.loss_weighting)
@@ -419,4 +454,14 @@ class LatentFace(Method):
 register_ablation(
     "rdm",
     [("latentface", "none"), ("latentface", "encoder"), ("latentface", "rdm-texture"), ("latentface", "rdm-shape"), ("latentface", "rdm-both")],
+    title="Table 4: ablation of latent-space disentangling (stage 2)",
+    table="table4_rdm_ablation",
+    # the paper's Table 4: FER (accuracy, F1) on RAF-DB / AffectNet, verification (accuracy, spread)
+    paper={
+        ("latentface", "none"): {"rafdb": (69.42, 55.50), "affectnet": (41.07, 39.26), "lfw": (71.37, 1.99), "sllfw": (58.70, 1.62)},
+        ("latentface", "encoder"): {"rafdb": (73.04, 61.37), "affectnet": (41.94, 40.70), "lfw": (69.00, 2.56), "sllfw": (57.18, 1.27)},
+        ("latentface", "rdm-texture"): {"rafdb": (73.98, 63.89), "affectnet": (42.80, 41.82), "lfw": (72.27, 2.69), "sllfw": (59.37, 1.83)},
+        ("latentface", "rdm-shape"): {"rafdb": (74.57, 64.13), "affectnet": (43.47, 42.54), "lfw": (71.55, 2.31), "sllfw": (58.50, 1.36)},
+        ("latentface", "rdm-both"): {"rafdb": (75.26, 64.91), "affectnet": (44.42, 43.60), "lfw": (72.05, 2.57), "sllfw": (59.72, 1.33)},
+    },
 )

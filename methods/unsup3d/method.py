@@ -24,7 +24,7 @@ from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.registry import register_ablation, register_method
 from harness.train import TrainResult, fit
-from methods.base import Method, MethodContext, model_seed, to_input
+from harness.method import Method, MethodContext, model_seed, part_slices, to_input
 from methods.unsup3d.losses import (
     CONFIDENCE_FORMS,
     PERCEPTUAL_FALLBACKS,
@@ -182,6 +182,17 @@ def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, w
     )
 
 
+def latent_name(kind: str) -> str:
+    """``Z_t`` for the texture latent, ``Z_s`` for the shape latent (the paper's names)."""
+    return f"Z_{kind[0]}"
+
+
+def predicted_depth(model: Unsup3D, x: torch.Tensor) -> torch.Tensor:
+    """The model's view depth (B, H, W), ``nan`` where it renders no face."""
+    view = model.view_depth(x)
+    return view.masked_fill(view >= model.renderer.depth_clamp[1], float("nan"))
+
+
 @torch.no_grad()
 def depth_error(model: Unsup3D, images: torch.Tensor, depth: torch.Tensor, device: torch.device, batch_size: int = 64) -> float:
     """Mean scale-invariant depth error (SIDE) of the predicted view depth against ground truth.
@@ -248,6 +259,9 @@ def load_stage1(cfg: Config, ctx: MethodContext, light: bool = True, pose: bool 
 
 
 # --- the registered method -----------------------------------------------------------------------
+#: the stage-1 latents in feature order, and the environment codes with their widths.
+LATENT_KINDS = ("texture", "shape")
+ENVIRONMENT = {"light": 4, "pose": 6}
 #: variants that retrain stage 1 without an encoder, and variants that drop a latent.
 _RETRAINED = {"no-light": {"light": False}, "no-pose": {"pose": False}}
 _DROPPED = {"no-shape": "shape", "no-texture": "texture"}
@@ -255,15 +269,21 @@ _DROPPED = {"no-shape": "shape", "no-texture": "texture"}
 
 @register_method("unsup3d")
 class Unsup3DMethod(Method):
-    """Unsup3D / LatentFace stage 1 alone; features ``[Z_t, Z_s]`` for every protocol."""
+    """Unsup3D / LatentFace stage 1 alone.
+
+    Features ``[Z_t, Z_s]`` for the paper's protocols; the ``parts`` view adds the light and pose
+    codes: ``Z_t``, ``Z_s``, ``light``, ``pose`` (less what a Table 3 variant removes).
+    """
 
     Config = Unsup3DConfig
     variants = ("default", "no-light", "no-pose", "no-shape", "no-texture")
+    predicts_depth = True
 
     def __init__(self, cfg: Unsup3DConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)
         self.ablation = _RETRAINED.get(variant, {})
-        self.parts = tuple(p for p in ("texture", "shape") if p != _DROPPED.get(variant))
+        self.kinds = tuple(k for k in LATENT_KINDS if k != _DROPPED.get(variant))
+        self.environment = tuple(e for e in ENVIRONMENT if self.ablation.get(e, True))
         self.model: Optional[Unsup3D] = None
 
     def artifacts(self) -> list[Artifact]:
@@ -273,16 +293,34 @@ class Unsup3DMethod(Method):
         self.model = load_stage1(self.cfg, self.ctx, **self.ablation)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
         latents = self.model.encode_latents(x)
-        return torch.cat([latents[p] for p in self.parts], dim=1)
+        names = self.kinds + (self.environment if view == "parts" else ())
+        return torch.cat([latents[n] for n in names], dim=1)
+
+    def parts(self) -> dict[str, slice]:
+        widths = {latent_name(k): stage1_config(self.cfg).latent_dim for k in self.kinds}
+        return part_slices({**widths, **{e: ENVIRONMENT[e] for e in self.environment}})
+
+    @torch.no_grad()
+    def depth(self, x: torch.Tensor) -> torch.Tensor:
+        return predicted_depth(self.model, x)
 
     def info(self) -> dict:
         source = perceptual_source(self.cfg)
-        return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe(), "features": list(self.parts)}
+        return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe(), "features": list(self.kinds)}
 
 
 register_ablation(
     "pixel",
     [("unsup3d", "no-light"), ("unsup3d", "no-pose"), ("unsup3d", "no-shape"), ("unsup3d", "no-texture"), ("unsup3d", "default")],
+    title="Table 3: ablation of pixel-space disentangling (stage 1)",
+    table="table3_pixel_ablation",
+    # the paper's Table 3 (FER accuracy, F1); its "Full Representations" row is the LatentFace model
+    paper={
+        ("unsup3d", "no-light"): {"rafdb": (64.21, 50.67), "affectnet": (33.05, 30.43)},
+        ("unsup3d", "no-pose"): {"rafdb": (67.07, 55.02), "affectnet": (37.42, 35.65)},
+        ("unsup3d", "no-shape"): {"rafdb": (68.38, 58.22), "affectnet": (37.67, 36.37)},
+        ("unsup3d", "no-texture"): {"rafdb": (72.58, 60.73), "affectnet": (41.22, 39.24)},
+    },
 )

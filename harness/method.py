@@ -1,7 +1,9 @@
-"""The shared base of every method (solo-learn style: one class per method, a plain registry).
+"""The interface every method plugin implements (solo-learn style: one class per method).
 
 Data flow: ``prepare()`` trains or loads the method's artifacts (checkpoints) -> ``encode()``
-maps a batch of images to frozen features -> protocols only ever see features.
+maps a batch of images to frozen features for a protocol's *view* -> protocols only ever see
+features (and, for methods that predict it, depth). Methods live in ``methods/`` and are found
+through the registry; this module is the contract between them and the harness.
 """
 from __future__ import annotations
 
@@ -75,12 +77,20 @@ class Method:
     """Base class of registered methods.
 
     Subclasses set ``Config`` (a frozen dataclass with presets), ``variants`` (the first is the
-    default) and implement ``encode``; learned methods also override ``artifacts``.
+    default) and implement ``encode``; learned methods also override ``artifacts``; methods
+    whose features have named parts override ``parts``, methods that predict depth ``depth``.
+
+    Attributes:
+        floor: a sanity baseline (no learning) that every learned method must beat; tables and
+            figures show floors apart.
+        predicts_depth: ``depth`` is implemented.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[Config]] = Config
     variants: ClassVar[tuple[str, ...]] = ("default",)
+    floor: ClassVar[bool] = False
+    predicts_depth: ClassVar[bool] = False
 
     def __init__(self, cfg: Config, variant: str, ctx: MethodContext) -> None:
         if variant not in self.variants:
@@ -108,15 +118,30 @@ class Method:
     def load(self) -> None:
         """Load trained weights from the built artifacts (no-op for fixed methods)."""
 
-    def encode(self, x: torch.Tensor, task: str, index: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
         """Features of a batch.
 
         Args:
             x: float images in [-1, 1], (B, 3, input_size, input_size), on ``ctx.device``.
-            task: ``"fer"`` or ``"verification"``; methods may feed protocols different parts.
+            view: which features a protocol asks for (``Protocol.view``): ``"fer"``,
+                ``"verification"`` (the paper's features for each), or ``"parts"`` (every named
+                part of the representation, laid out as ``parts()`` says). Methods without
+                task-specific features return the same vector for every view.
             index: positions of the batch's images in their split, to seed per-sample noise.
         """
         raise NotImplementedError
+
+    def parts(self) -> dict[str, slice]:
+        """Named parts of the ``"parts"`` view's features: name -> slice of the feature vector.
+
+        A representation without parts is one part, ``all``.
+        """
+        return {"all": slice(None)}
+
+    def depth(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted depth of the face in the observed view, (B, H, W), for methods with
+        ``predicts_depth``; ``nan`` where the method renders no face."""
+        raise NotImplementedError(f"method {self.name!r} predicts no depth")
 
     def fingerprint(self) -> dict:
         """Identifies the trained model behind the features (feature-cache key)."""
@@ -139,6 +164,16 @@ def to_input(images: torch.Tensor, size: int, device: torch.device) -> torch.Ten
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
     return x
+
+
+def part_slices(widths: dict[str, int]) -> dict[str, slice]:
+    """Consecutive slices for parts of the given widths, in order: ``{"a": 2, "b": 3}`` ->
+    ``{"a": slice(0, 2), "b": slice(2, 5)}`` (what ``Method.parts`` returns)."""
+    out, start = {}, 0
+    for name, width in widths.items():
+        out[name] = slice(start, start + width)
+        start += width
+    return out
 
 
 def model_seed(ctx: MethodContext, *salt: object) -> int:

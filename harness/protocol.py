@@ -1,0 +1,123 @@
+"""The interface every protocol plugin implements, and what a protocol sees.
+
+A protocol owns everything about itself: which dataset capability it needs (``task``), which
+images it reads and which features it asks methods for (``images``, ``view``, ``extract``),
+its metrics (``evaluate``), its one-line summary, its tables and figures (with the paper's
+numbers where they exist). The harness only iterates the registered protocols, so adding one
+is one file in ``protocols/``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol as TypingProtocol
+
+import numpy as np
+import torch
+
+from harness.config import Config
+from harness.datasets.base import FaceDataset, ImageSet
+
+if TYPE_CHECKING:  # only for type hints: the method interface does not need protocols
+    from harness.method import Method
+
+
+class Features(TypingProtocol):
+    """Frozen features of one method on one dataset (computed once, then read from the cache)."""
+
+    def get(self, split: str, flip: bool = False) -> torch.Tensor:
+        """Features (N, ...) of the images ``Protocol.images(dataset, split)``; ``flip=True``
+        gives those of the horizontally flipped images."""
+        ...
+
+    def parts(self) -> dict[str, slice]:
+        """The method's named feature parts (``Method.parts``)."""
+        ...
+
+
+class Protocol:
+    """Base class of registered protocols.
+
+    Attributes:
+        task: the dataset capability needed (a name in ``FaceDataset.tasks``).
+        view: the features asked of methods (``Method.encode``'s ``view``).
+        version: bump when a change alters the numbers; it is part of every cell's identity.
+        table: file stem and title of the protocol's main table.
+        metric: column label of the main table's cells.
+        paper: the paper's numbers in percent: (method, variant) -> {dataset: (value, spread)}.
+        higher_is_better: direction of ``main_metric`` (figures draw floors and sort with it).
+        note: a line for the footer of tables that show this protocol (e.g. what ± means).
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[str]
+    view: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type[Config]] = Config
+    table: ClassVar[tuple[str, str]] = ("", "")
+    metric: ClassVar[str] = "acc"
+    paper: ClassVar[dict[tuple[str, str], dict[str, tuple[float, float]]]] = {}
+    higher_is_better: ClassVar[bool] = True
+    note: ClassVar[str] = ""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    # --- what to run ----------------------------------------------------------------------
+    @classmethod
+    def supports(cls, method: type["Method"]) -> bool:
+        """Whether the protocol can evaluate this method (e.g. only methods that predict depth)."""
+        return True
+
+    def images(self, dataset: FaceDataset, split: str) -> ImageSet:
+        """The images of ``split`` whose features ``Features.get(split)`` returns."""
+        raise NotImplementedError
+
+    def extract(self, method: "Method", x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """What the protocol reads from a method for a batch (default: its ``view`` features)."""
+        return method.encode(x, self.view, index)
+
+    def evaluate(self, dataset: FaceDataset, features: Features, seed: int) -> dict:
+        """Metrics of the protocol (JSON-able; fractions, not percent)."""
+        raise NotImplementedError
+
+    # --- reporting --------------------------------------------------------------------------
+    @classmethod
+    def main_metric(cls, metrics: dict) -> float:
+        """The headline number of one result (a fraction), for summaries and figures."""
+        return float(metrics["accuracy"])
+
+    @classmethod
+    def summary(cls, metrics: dict) -> str:
+        """One line for the log when a cell finishes."""
+        return f"accuracy {100 * cls.main_metric(metrics):.2f}"
+
+    @classmethod
+    def cell(cls, records: list[dict]) -> str:
+        """A table cell from the result records of one row and dataset (seeds)."""
+        return mean_sd([cls.main_metric(r["metrics"]) for r in records]) + f" (n={len(records)})" if records else ""
+
+    @classmethod
+    def paper_cell(cls, numbers: tuple[float, float]) -> str:
+        return f"{numbers[0]:.2f}±{numbers[1]:.2f}"
+
+    @classmethod
+    def tables(cls, grid: Any) -> dict[str, tuple[str, str]]:
+        """Markdown tables of this protocol's results: ``{file stem: (title, body)}`` (``grid`` is a
+        ``harness.tables.Grid``); by default one table, rows = methods, columns = datasets."""
+        body = grid.protocol_table(cls)
+        return {cls.table[0]: (cls.table[1], body)} if body else {}
+
+    @classmethod
+    def figures(cls, grid: Any, folder: Path) -> list[Path]:
+        """Figures of this protocol's results, written under ``folder``; returns their paths."""
+        return []
+
+
+def mean_sd(values: list[float] | np.ndarray, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean±sd`` (sd over seeds, ddof 1) of fractions, in percent; just the mean for one value."""
+    a = scale * np.asarray(values, dtype=float)
+    return f"{a.mean():.{digits}f}" if len(a) == 1 else f"{a.mean():.{digits}f}±{a.std(ddof=1):.{digits}f}"
+
+
+def seeded_generator(seed: int, salt: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + salt)
