@@ -32,9 +32,6 @@ class FeatureSource:
     def images(self, split: str) -> ImageSet:
         return self.protocol.images(self.dataset, split)
 
-    def parts(self) -> dict[str, slice]:
-        return self.method.parts()
-
     def key(self, split: str, flip: bool = False) -> dict:
         """What identifies one split's features (the cache key)."""
         return {

@@ -84,6 +84,8 @@ class Method:
         floor: a sanity baseline (no learning) that every learned method must beat; tables and
             figures show floors apart.
         predicts_depth: ``depth`` is implemented.
+        depth_fov: field of view in degrees of the camera the predicted depth assumes (a
+            monocular method recovers depth only relative to its own focal length).
     """
 
     name: ClassVar[str]
@@ -91,6 +93,7 @@ class Method:
     variants: ClassVar[tuple[str, ...]] = ("default",)
     floor: ClassVar[bool] = False
     predicts_depth: ClassVar[bool] = False
+    depth_fov: ClassVar[float] = 10.0
 
     def __init__(self, cfg: Config, variant: str, ctx: MethodContext) -> None:
         if variant not in self.variants:

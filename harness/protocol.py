@@ -22,15 +22,17 @@ if TYPE_CHECKING:  # only for type hints: the method interface does not need pro
 
 
 class Features(TypingProtocol):
-    """Frozen features of one method on one dataset (computed once, then read from the cache)."""
+    """Frozen features of one method on one dataset (computed once, then read from the cache).
+
+    Attributes:
+        method: the method (for what it declares: ``parts()``, ``depth_fov``...).
+    """
+
+    method: "Method"
 
     def get(self, split: str, flip: bool = False) -> torch.Tensor:
         """Features (N, ...) of the images ``Protocol.images(dataset, split)``; ``flip=True``
         gives those of the horizontally flipped images."""
-        ...
-
-    def parts(self) -> dict[str, slice]:
-        """The method's named feature parts (``Method.parts``)."""
         ...
 
 

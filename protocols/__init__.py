@@ -1,2 +1,2 @@
-"""Registered evaluation protocols; importing this package registers them."""
-from protocols import fer, verification  # noqa: F401
+"""Registered evaluation protocols; importing this package registers them (registration order = table order)."""
+from protocols import fer, knn, verification, factors, depth  # noqa: F401

@@ -73,6 +73,69 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     return float(candidates[best]), float(correct[best] / len(y))
 
 
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """True accept rate at a false accept rate of at most ``far``.
+
+    The threshold is the (k+1)-th highest impostor score with k = floor(far * impostors), and a
+    pair is accepted when its score is strictly above it, so at most k impostors are accepted.
+    Where far * impostors < 1, that is the share of genuine pairs above every impostor.
+    """
+    negatives = np.sort(scores[~same])[::-1]
+    k = int(np.floor(far * len(negatives) + 1e-9))
+    threshold = negatives[k] if k < len(negatives) else -np.inf
+    return float((scores[same] > threshold).mean())
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a genuine pair outscores an impostor pair (ties half)."""
+    pos, neg = scores[same], scores[~same]
+    order = np.sort(neg)
+    below = np.searchsorted(order, pos, side="left")
+    ties = np.searchsorted(order, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
+
+
+def roc_points(scores: np.ndarray, same: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """The ROC curve (FAR, TAR at every distinct threshold, from (0, 0) to (1, 1)), thinned to
+    about ``max_points`` points spread evenly in log FAR (for plotting)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], same[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each run of equal scores
+    tar = np.r_[0.0, np.cumsum(y)[last] / max(y.sum(), 1)]
+    far = np.r_[0.0, np.cumsum(~y)[last] / max((~y).sum(), 1)]
+    if len(far) > max_points:
+        grid = np.r_[0.0, np.logspace(np.log10(max(far[far > 0].min(), 1e-6)), 0, max_points - 1)]
+        keep = np.unique(np.r_[0, np.searchsorted(far, grid, side="right") - 1, len(far) - 1])
+        far, tar = far[keep], tar[keep]
+    return {"far": [round(float(v), 6) for v in far], "tar": [round(float(v), 6) for v in tar]}
+
+
+#: false accept rates reported per fold, and the one only the pooled test folds resolve.
+FOLD_FARS = (1e-2, 1e-1)
+POOLED_FAR = 1e-3
+
+
+def roc_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
+    """TAR at FAR 1e-2 and 1e-1 per fold (mean, sd), TAR at FAR 1e-3 over the pooled test-fold
+    scores (one fold's 300 impostors cannot resolve 1e-3), ROC AUC per fold and pooled, and the
+    pooled ROC curve."""
+    folds = np.unique(fold)
+    out: dict = {}
+    for far in FOLD_FARS:
+        per_fold = np.array([tar_at_far(scores[fold == k], same[fold == k], far) for k in folds])
+        out[f"tar_at_far_{far:g}"] = float(per_fold.mean())
+        out[f"tar_at_far_{far:g}_std"] = float(per_fold.std(ddof=1)) if len(folds) > 1 else 0.0
+    out[f"tar_at_far_{POOLED_FAR:g}_pooled"] = tar_at_far(scores, same, POOLED_FAR)
+    aucs = np.array([roc_auc(scores[fold == k], same[fold == k]) for k in folds])
+    out.update(
+        auc=float(aucs.mean()),
+        auc_std=float(aucs.std(ddof=1)) if len(folds) > 1 else 0.0,
+        auc_pooled=roc_auc(scores, same),
+        roc=roc_points(scores, same),
+    )
+    return out
+
+
 def pair_features(f: torch.Tensor, pairs: PairList, legacy: bool) -> torch.Tensor:
     a, b = f[pairs.left], f[pairs.right]
     prod = (a * b).abs() if legacy else a * b
@@ -111,6 +174,7 @@ class Verification(Protocol):
     Config = VerificationConfig
     table = ("table2_verification", "Table 2: face verification, 10-fold accuracy")
     paper = PAPER_TABLE2
+    version = "2"  # 2: TAR at FAR, ROC AUC and the ROC curve from the test-fold scores
     note = "Verification: ± is the spread over the 10 folds (sd, ddof 1); seed sd is the sd of the mean over seeds."
 
     def images(self, dataset: FaceDataset, split: str) -> ImageSet:
@@ -122,25 +186,14 @@ class Verification(Protocol):
         if self.cfg.flip_concat:
             f = torch.cat([f, features.get("pairs", flip=True).float()], dim=1)
         same = pairs.same.numpy()
+        scores = np.zeros(len(pairs))  # each pair's score from the classifier of its test fold
         accuracies, thresholds = [], []
         for k in range(pairs.n_folds):
             test = (pairs.fold == k).numpy()
+            scores[test], threshold = self.fold_scores(f, pairs, test, seed + k)
             if self.cfg.mode == "cosine":
-                fn = nn.functional.normalize(f, dim=1)
-                scores = (fn[pairs.left] * fn[pairs.right]).sum(1).numpy()
-                t, _ = best_threshold(scores[~test], same[~test])
-                thresholds.append(t)
-                accuracies.append(float(((scores[test] > t) == same[test]).mean()))
-                continue
-            legacy = self.cfg.mode == "pair-linear-legacy"
-            x = pair_features(f, pairs, legacy)
-            train_x = x[~test]
-            # standardise with training-fold statistics; the released code fed raw features
-            mean, std = (0.0, 1.0) if legacy else (train_x.mean(0), train_x.std(0) + 1e-6)
-            model = train_pair_linear((train_x - mean) / std, pairs.same[~test].long(), self.cfg, seed + k, legacy)
-            with torch.no_grad():
-                pred = model((x[test] - mean) / std).argmax(1).numpy().astype(bool)
-            accuracies.append(float((pred == same[test]).mean()))
+                thresholds.append(threshold)
+            accuracies.append(float(((scores[test] > threshold) == same[test]).mean()))
         acc = np.array(accuracies)
         metrics = {
             "accuracy": float(acc.mean()),
@@ -149,10 +202,30 @@ class Verification(Protocol):
             "fold_accuracies": accuracies,
             "n_pairs": int(len(pairs)),
             "feature_dim": int(f.shape[1]),
+            **roc_metrics(scores, same, pairs.fold.numpy()),
         }
         if thresholds:
             metrics["fold_thresholds"] = thresholds
         return metrics
+
+    def fold_scores(self, f: torch.Tensor, pairs: PairList, test: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+        """Scores of one fold's test pairs (higher = more likely the same person) from a model fit
+        on the other folds, and the threshold above which a pair is called the same person."""
+        if self.cfg.mode == "cosine":
+            fn = nn.functional.normalize(f, dim=1)
+            scores = (fn[pairs.left] * fn[pairs.right]).sum(1).numpy()
+            threshold, _ = best_threshold(scores[~test], pairs.same.numpy()[~test])
+            return scores[test], threshold
+        legacy = self.cfg.mode == "pair-linear-legacy"
+        x = pair_features(f, pairs, legacy)
+        train_x = x[~test]
+        # standardise with training-fold statistics; the released code fed raw features
+        mean, std = (0.0, 1.0) if legacy else (train_x.mean(0), train_x.std(0) + 1e-6)
+        model = train_pair_linear((train_x - mean) / std, pairs.same[~test].long(), self.cfg, seed, legacy)
+        with torch.no_grad():
+            logits = model((x[test] - mean) / std)
+        # the log-odds of "same"; > 0 is exactly the classifier's argmax decision
+        return (logits[:, 1] - logits[:, 0]).numpy().astype(np.float64), 0.0
 
     @classmethod
     def summary(cls, metrics: dict) -> str:

@@ -41,7 +41,7 @@ def sheet(people: int, seed: int, size: int, scale: int) -> Image.Image:
     rows.append(world.compose(table, np.zeros(n_expr, dtype=int), sweep_expr, sweep_pose, sweep_env))
 
     scene = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    images, _ = render(scene, size)
+    images = render(scene, size)[0]
     grid = images.view(len(rows), n_expr, 3, size, size).permute(0, 3, 1, 4, 2).reshape(len(rows) * size, n_expr * size, 3)
     faces = Image.fromarray(grid.numpy()).resize((n_expr * size * scale, len(rows) * size * scale), Image.NEAREST)
 

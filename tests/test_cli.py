@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_list_and_dry_run(tmp_path, capsys):
     assert "pixels" in out and "verification" in out and "lfw" in out
     assert run(tmp_path, "--methods", "pixels,random-cnn", "--datasets", "toy", "--seeds", "0,1", "--dry-run") == 0
     out = capsys.readouterr().out
-    assert "8 of 8 cells to run" in out
+    assert "12 of 12 cells to run" in out  # 2 methods x 3 protocols on toy (fer, knn, verification) x 2 seeds
     assert not result_files(tmp_path)
 
 
@@ -47,7 +48,7 @@ def test_smoke_run_writes_results_skips_and_reruns_identically(tmp_path, capsys)
     argv = ["--methods", "pixels,random-cnn", "--datasets", "toy", "--preset", "smoke"]
     assert run(tmp_path, *argv) == 0
     files = result_files(tmp_path)
-    assert len(files) == 4  # 2 methods x 2 protocols
+    assert len(files) == 6  # 2 methods x the 3 protocols toy supports (fer, knn, verification)
     record = json.loads(files[0].read_text())
     assert set(record) >= {"cell", "config", "metrics", "provenance", "method_info"}
     assert set(record["cell"]) >= {"method", "variant", "protocol", "dataset", "seed", "config_hash", "preset"}
@@ -56,12 +57,13 @@ def test_smoke_run_writes_results_skips_and_reruns_identically(tmp_path, capsys)
     assert prov["libraries"]["torch"]
     metrics = {f.name: json.loads(f.read_text())["metrics"] for f in files}
     # toy classes differ in which half is bright: both fixed methods must find it
-    fer = [m for name, m in metrics.items() if "accuracy_std" not in m]
+    fer = [m for name, m in metrics.items() if "accuracy_std" not in m and "per_k" not in m]
+    assert len(fer) == 2
     assert all(m["accuracy"] > 0.8 for m in fer)
     stamps = {f: f.stat().st_mtime_ns for f in files}
     capsys.readouterr()
     assert run(tmp_path, *argv) == 0
-    assert "4 already done, 0 to run" in capsys.readouterr().out
+    assert "6 already done, 0 to run" in capsys.readouterr().out
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
     assert run(tmp_path, *argv, "--rerun") == 0
     assert {f.name: json.loads(f.read_text())["metrics"] for f in result_files(tmp_path)} == metrics
@@ -94,3 +96,16 @@ def test_config_file_applies_before_set(tmp_path, capsys):
     capsys.readouterr()
     assert run(tmp_path, "--config", str(tmp_path / "bad.toml")) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_a_protocol_from_a_plugin_is_listed_run_and_tabulated(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    assert run(tmp_path, "--plugins", "tests.protocol_plugin", "--list") == 0
+    assert "centroid" in capsys.readouterr().out
+    argv = ["--plugins", "tests.protocol_plugin", "--methods", "pixels", "--datasets", "toy", "--protocol", "centroid", "--preset", "smoke"]
+    assert run(tmp_path, *argv) == 0
+    (result,) = result_files(tmp_path)
+    assert result.parent.parent.name == "centroid"
+    assert json.loads(result.read_text())["metrics"]["accuracy"] > 0.9  # toy classes: which half is bright
+    table = (tmp_path / "results" / "tables" / "table_centroid.md").read_text()
+    assert table.startswith("# Nearest class centroid") and "| pixels " in table

@@ -131,3 +131,25 @@ def test_unsup3d_settings_reach_latentfaces_stage1(tmp_path) -> None:
     own = session(unsup3d={"epochs": "2"}, latentface={"epochs": "3"}).method("latentface", "rdm-both", 0)
     assert own.cfg.epochs == 3
     assert session(latentface={"epochs": "3"}).method("unsup3d", "default", 0).cfg.epochs == 1
+
+
+@pytest.mark.parametrize(
+    "variant, names",
+    [
+        ("rdm-both", ["Z_id_t", "dZ_t", "Z_id_s", "dZ_s", "light", "pose"]),
+        ("rdm-shape", ["Z_t", "Z_id_s", "dZ_s", "light", "pose"]),
+        ("none", ["Z_t", "Z_s", "light", "pose"]),
+    ],
+)
+def test_parts_view_names_every_block(ctx: MethodContext, variant: str, names: list[str]) -> None:
+    method = prepared(variant, ctx)
+    x, index = images(), torch.arange(4)
+    parts, view = method.parts(), method.encode(x, "parts", index)
+    assert list(parts) == names and view.shape[1] == sum(s.stop - s.start for s in parts.values())
+    fer, ver = method.encode(x, "fer", index), method.encode(x, "verification", index)
+    dim = LatentFaceConfig.resolve("smoke").latent_dim
+    if variant == "rdm-both":  # the parts are the paper's blocks: Z_id from verification, Z - Z_id from FER
+        assert torch.equal(view[:, parts["Z_id_t"]], ver[:, :dim])
+        assert torch.allclose(view[:, parts["dZ_s"]], fer[:, 2 * dim : 3 * dim])
+    latents = method.stage1.encode_latents(x)
+    assert torch.equal(view[:, parts["pose"]], latents["pose"]) and torch.equal(view[:, parts["light"]], latents["light"])

@@ -1,6 +1,8 @@
 """The built-in synthetic face world: determinism, shapes, splits and their protocol invariants."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -47,11 +49,13 @@ def test_workers_do_not_change_the_bytes(monkeypatch):
         world.sample_poses(rng, n, 60.0), world.sample_environments(rng, n),
     )
     monkeypatch.setattr(synthetic_dataset, "CHUNK", synthetic_dataset.RENDER_BATCH)  # two chunks -> two workers
-    images, depth = synthetic_dataset.render_scenes(scene, 32)
+    images, depth, head = synthetic_dataset.render_scenes(scene, 32)
     with synthetic_dataset._one_thread():  # the workers render on one thread too
         direct = [render(world.take(scene, slice(k, k + synthetic_dataset.RENDER_BATCH)), 32) for k in (0, n // 2)]
     assert torch.equal(images, torch.cat([d[0] for d in direct]))
-    assert torch.equal(depth, torch.cat([d[1] for d in direct]).half())
+    assert torch.equal(depth, torch.cat([d[1] for d in direct]))
+    assert torch.equal(head, torch.cat([d[2] for d in direct]))
+    assert head.any() and (depth[head] > 0).all()  # the head is in front of the background
 
 
 def test_shapes_dtypes_and_ground_truth(smoke):
@@ -64,8 +68,17 @@ def test_shapes_dtypes_and_ground_truth(smoke):
     assert extras["units"].shape == (n, len(world.ACTION_UNITS))
     assert extras["expression"].dtype == torch.int64 and extras["expression"].max() < 7
     depth = extras["depth"]
-    assert depth.shape == (n, 64, 64) and depth.dtype == torch.float16
+    assert depth.shape == (n, 64, 64) and depth.dtype == torch.float32
     assert (depth[:, 32, 32] > 0).all(), "the image centre shows the face"
+    head = extras["head"]
+    assert head.dtype == torch.bool and head[:, 32, 32].all() and (depth[head] > 0).all()
+    assert ((depth > 0) & ~head).any(), "the neck and shoulders are not the head"
+    assert extras["fov"].min() >= math.radians(12) and extras["fov"].max() <= math.radians(35)
+    # identity factors are the person's: equal for two images of one person
+    ids = images.identities
+    a, b = next((i, j) for i in range(n) for j in range(i + 1, n) if ids[i] == ids[j])
+    assert torch.equal(extras["shape"][a], extras["shape"][b]) and torch.equal(extras["texture"][a], extras["texture"][b])
+    assert extras["shape"].shape == (n, len(world.SHAPE_FACTORS)) and extras["texture"].shape == (n, 12)
     assert (depth == 0).any(dim=(1, 2)).float().mean() > 0.9, "most images show some background"
     assert extras["pose"][:, 0].abs().max() <= 60.0
     assert images.images.float().std() > 30, "images are not flat"

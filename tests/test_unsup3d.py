@@ -215,6 +215,17 @@ def test_variants_features_and_shared_stage1(tmp_path: Path) -> None:
         methods[variant].prepare()
         sizes[variant] = methods[variant].encode(x, "fer", index).shape
     assert sizes == {"default": (4, 32), "no-shape": (4, 16), "no-texture": (4, 16)}
+    # the parts view: each named part is exactly that code
+    method = methods["default"]
+    parts, latents = method.parts(), method.model.encode_latents(x)
+    view = method.encode(x, "parts", index)
+    assert list(parts) == ["Z_t", "Z_s", "light", "pose"] and view.shape == (4, 16 + 16 + 4 + 6)
+    for name, key in (("Z_t", "texture"), ("Z_s", "shape"), ("light", "light"), ("pose", "pose")):
+        assert torch.equal(view[:, parts[name]], latents[key])
+    assert list(methods["no-texture"].parts()) == ["Z_s", "light", "pose"]
+    depth = method.depth(x)
+    assert depth.shape == (4, 32, 32) and torch.isfinite(depth).float().mean() > 0.5
+    assert ((depth[torch.isfinite(depth)] > 0.8) & (depth[torch.isfinite(depth)] < 1.2)).all()
 
     folder = methods["default"].artifacts()[0].path(tmp_path)
     done = json.loads((folder / "done.json").read_text())

@@ -51,7 +51,7 @@ from methods.unsup3d.method import (
     stage1_artifact,
     stage1_config,
 )
-from methods.unsup3d.model import FIGURE_TILE, Unsup3D, canonical_depth
+from methods.unsup3d.model import FIGURE_TILE, FOV_DEGREES, Unsup3D, canonical_depth
 
 #: bump when a code change alters the trained stage-2 networks for the same config
 STAGE2_VERSION = 1
@@ -369,6 +369,7 @@ class LatentFace(Method):
     Config = LatentFaceConfig
     variants = tuple(VARIANTS)
     predicts_depth = True
+    depth_fov = FOV_DEGREES
 
     def __init__(self, cfg: LatentFaceConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)

@@ -34,7 +34,7 @@ from methods.unsup3d.losses import (
     scale_invariant_depth_error,
     vgg16_relu3_3,
 )
-from methods.unsup3d.model import Unsup3D, save_reconstruction_grid
+from methods.unsup3d.model import FOV_DEGREES, Unsup3D, save_reconstruction_grid
 from methods.unsup3d.networks import CHANNELS_PER_GROUP, down_stages
 
 #: bump when a code change alters the trained stage-1 model for the same config
@@ -278,6 +278,7 @@ class Unsup3DMethod(Method):
     Config = Unsup3DConfig
     variants = ("default", "no-light", "no-pose", "no-shape", "no-texture")
     predicts_depth = True
+    depth_fov = FOV_DEGREES
 
     def __init__(self, cfg: Unsup3DConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)

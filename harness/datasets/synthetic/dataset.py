@@ -28,7 +28,7 @@ from harness.progress import progress
 from harness.registry import register_dataset
 
 #: Bump when the world or the renderer changes what a config produces (invalidates caches).
-GENERATOR_VERSION = "synthetic-5"
+GENERATOR_VERSION = "synthetic-6"
 RENDER_BATCH = 16  # images per render call: small tensors stay in the CPU cache
 CHUNK = 256  # images per worker task (a multiple of RENDER_BATCH, so results do not depend on workers)
 STREAMS = {"pretrain": 10, "clips": 11, "fer-train": 12, "fer-test": 13, "verification": 14}
@@ -113,10 +113,13 @@ class SyntheticFaces(FaceDataset):
 
     Every ImageSet carries ``identities`` and ``extras``: ``expression`` (int64), ``intensity``,
     ``units`` (action units, (N, 13)), ``pose`` (yaw, pitch, roll in degrees), ``light`` (see
-    ``world.light_vector``) and ``depth`` (float16 (N, S, S), camera-space depth, 0 on background).
+    ``world.light_vector``), ``fov`` (the camera's field of view, radians), the person's
+    ``shape`` and ``texture`` factors (``world.identity_factors``), ``depth`` (float32 (N, S, S),
+    camera-space depth, 0 on background) and ``head`` (bool (N, S, S), pixels on the head).
+    The FER splits with these extras are what the ``factors`` and ``depth`` protocols read.
     """
 
-    tasks = frozenset({"fer", "verification", "pretrain", "clips"})
+    tasks = frozenset({"fer", "verification", "pretrain", "clips", "factors", "depth"})
     Config = SyntheticConfig
     needs_root = False
     #: FER test images must have at least this |yaw| (the pose subsets override it).
@@ -205,7 +208,8 @@ def build_split(cfg: SyntheticConfig, split: str) -> ImageSet | tuple[ImageSet, 
         ids = np.repeat(people, cfg.images_per_person)
         scene = _scene(cfg, rng, ids, rng.integers(0, len(world.EXPRESSIONS), len(ids)))
         pairs = _pairs(cfg, rng, ids - first)
-    images, depth = render_scenes(scene, cfg.size, desc=f"synthetic {split}")
+    images, depth, head = render_scenes(scene, cfg.size, desc=f"synthetic {split}")
+    shape, texture = world.identity_factors(scene)
     result = ImageSet(
         images=images,
         labels=torch.as_tensor(scene["expression"], dtype=torch.int64) if labelled else None,
@@ -217,7 +221,11 @@ def build_split(cfg: SyntheticConfig, split: str) -> ImageSet | tuple[ImageSet, 
             "units": torch.as_tensor(scene["units"], dtype=torch.float32),
             "pose": torch.as_tensor(scene["pose"], dtype=torch.float32),
             "light": torch.as_tensor(world.light_vector(scene), dtype=torch.float32),
-            "depth": depth.to(torch.float16),
+            "fov": torch.as_tensor(scene["fov"], dtype=torch.float32),
+            "shape": torch.as_tensor(shape, dtype=torch.float32),
+            "texture": torch.as_tensor(texture, dtype=torch.float32),
+            "depth": depth,
+            "head": head,
         },
     )
     return result if pairs is None else (result, pairs)
@@ -277,8 +285,8 @@ def _pairs(cfg: SyntheticConfig, rng: np.random.Generator, person: np.ndarray) -
 
 
 # --- rendering, in parallel processes for large splits ------------------------------------------------
-def render_scenes(scene: dict[str, np.ndarray], size: int, desc: str = "synthetic") -> tuple[torch.Tensor, torch.Tensor]:
-    """Render all images of a scene: uint8 (N, 3, S, S) and depth (N, S, S).
+def render_scenes(scene: dict[str, np.ndarray], size: int, desc: str = "synthetic") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Render all images of a scene: uint8 (N, 3, S, S), depth (N, S, S) and head mask (N, S, S).
 
     Chunks of ``CHUNK`` images are rendered by DataLoader worker processes, one per CPU core
     (single-threaded: torch's own threads stall when other programs share the cores). Every
@@ -291,14 +299,13 @@ def render_scenes(scene: dict[str, np.ndarray], size: int, desc: str = "syntheti
     workers = min(cores, len(chunks), 8) if len(chunks) > 1 else 0
     if multiprocessing.current_process().daemon:
         workers = 0  # a daemonic process (e.g. a Pool worker) may not start processes of its own
-    images, depths = [], []
+    parts: list[tuple[torch.Tensor, ...]] = []
     with progress(total=n, desc=desc, unit="img") as bar, _one_thread():
-        for image, depth in DataLoader(chunks, batch_size=None, num_workers=workers):
+        for chunk in DataLoader(chunks, batch_size=None, num_workers=workers):
             # Copies out of the workers' shared memory, so that each chunk's file handle is released.
-            images.append(image.clone())
-            depths.append(depth.clone())
-            bar.update(len(image))
-    return torch.cat(images), torch.cat(depths)
+            parts.append(tuple(t.clone() for t in chunk))
+            bar.update(len(chunk[0]))
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 class _Chunks(Dataset):
@@ -311,10 +318,10 @@ class _Chunks(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         chunk = world.take(self.scene, slice(self.starts[i], self.starts[i] + CHUNK))
         parts = [render(world.take(chunk, slice(k, k + RENDER_BATCH)), self.size) for k in range(0, len(chunk["pose"]), RENDER_BATCH)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).to(torch.float16)
+        return tuple(torch.cat(column) for column in zip(*parts))
 
 
 @contextlib.contextmanager

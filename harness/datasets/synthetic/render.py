@@ -35,7 +35,7 @@ SUBPIXELS = ((-1 / 3, 1 / 6), (1 / 3, -1 / 6))  # extra rays on outlines (pixel 
 BACKGROUND, HEAD, BODY = 0, 1, 2
 
 
-def render(scene: dict[str, np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def render(scene: dict[str, np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render a batch of scenes.
 
     Args:
@@ -43,8 +43,10 @@ def render(scene: dict[str, np.ndarray], size: int) -> tuple[torch.Tensor, torch
         size: output side in pixels.
 
     Returns:
-        uint8 images (B, 3, size, size) and float32 depth (B, size, size): the camera-space
-        distance along the optical axis at each pixel centre, 0 where the background shows.
+        uint8 images (B, 3, size, size); float32 depth (B, size, size): the camera-space
+        distance along the optical axis at each pixel centre, 0 where the background shows; and
+        the head mask (B, size, size), True where the pixel centre sees the head (face, hair,
+        ears), False on the neck, body and background.
     """
     p = {name: torch.as_tensor(np.asarray(value), dtype=torch.float32) for name, value in scene.items()}
     n = p["pose"].shape[0]
@@ -68,7 +70,7 @@ def render(scene: dict[str, np.ndarray], size: int) -> tuple[torch.Tensor, torch
         colour = colour.index_copy(0, edge, torch.stack(samples).mean(0))
 
     srgb = colour.view(n, size, size, 3).permute(0, 3, 1, 2).clamp(0.0, 1.0).pow(1 / 2.2)
-    return srgb.mul(255).round().to(torch.uint8), depth.view(n, size, size)
+    return srgb.mul(255).round().to(torch.uint8), depth.view(n, size, size), (kind == HEAD).view(n, size, size)
 
 
 def rotation(pose: torch.Tensor) -> torch.Tensor:

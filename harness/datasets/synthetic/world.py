@@ -79,6 +79,11 @@ SHAPE_RANGES: dict[str, tuple[float, float]] = {
     "hair_side": (0.78, 0.92),  # where the side hair starts, relative to the head width
 }
 
+#: Identity factors scored by the ``factors`` protocol: the head and face geometry (every shape
+#: range but the two that only change colour), and the four colours of a person, linear light.
+SHAPE_FACTORS: tuple[str, ...] = tuple(k for k in SHAPE_RANGES if k not in ("brow_dark", "blush"))
+TEXTURE_FACTORS: tuple[str, ...] = ("skin", "lips", "iris", "hair")
+
 # Colour palettes in sRGB (converted to linear light before rendering).
 SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.86, 0.66, 0.52], [0.70, 0.50, 0.36], [0.47, 0.31, 0.22], [0.30, 0.19, 0.13]])
 HAIR_COLOURS = np.array(
@@ -206,6 +211,13 @@ def light_vector(env: dict[str, np.ndarray]) -> np.ndarray:
          env["shininess"][:, None], warmth[:, None]],
         axis=1,
     )
+
+
+def identity_factors(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: shape factors (n, len(SHAPE_FACTORS)) and colours (n, 3 * len(TEXTURE_FACTORS))."""
+    shape = np.stack([scene[k] for k in SHAPE_FACTORS], axis=1)
+    texture = np.concatenate([scene[k] for k in TEXTURE_FACTORS], axis=1)
+    return shape, texture
 
 
 def compose(identities: dict[str, np.ndarray], ids: np.ndarray, expressions: dict[str, np.ndarray],
