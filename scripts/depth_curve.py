@@ -62,6 +62,13 @@ def depth_scores(model, images, train_images, cfg: Unsup3DConfig, device: torch.
                        for i in range(0, min(len(images), 256), batch)])
     out["canonical_sd_across"] = float(depth.std(0).mean())
     out["canonical_sd_within"] = float(depth.flatten(1).std(1).mean())
+    # is the pose learned? correlation of the predicted rotations with the true yaw and pitch
+    pose = torch.cat([model.pose_net(to_input(images.images[i : i + batch], cfg.input_size, device)).cpu()
+                      for i in range(0, len(images), batch)]) if model.pose_net is not None else None
+    if pose is not None:
+        true = images.extras["pose"]
+        out["yaw_corr"] = float(torch.corrcoef(torch.stack([pose[:, 1], true[:, 0]]))[0, 1])
+        out["pitch_corr"] = float(torch.corrcoef(torch.stack([pose[:, 0], true[:, 1]]))[0, 1])
     return out
 
 

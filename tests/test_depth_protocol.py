@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.datasets.base import ImageSet
-from protocols.depth import erode, mad, normals, score, side, true_depth
+from protocols.depth import erode, fit_relief_scale, mad, normals, rescale_relief, score, side, true_depth
 
 
 def bumpy(batch: int = 3, size: int = 16) -> torch.Tensor:
@@ -80,3 +80,12 @@ def test_ground_truth_resolution_must_divide():
                       extras={"depth": torch.ones(1, 32, 32), "head": torch.ones(1, 32, 32, dtype=torch.bool), "fov": torch.tensor([0.3])})
     with pytest.raises(Exception, match="cannot be scored"):
         true_depth(images, 24, 0.1)
+
+
+def test_relief_scale_is_recovered_from_training_maps():
+    target = bumpy(batch=4, size=24)
+    exaggerated = rescale_relief(target, 2.0)  # a reconstruction with twice the true relief
+    assert fit_relief_scale(exaggerated, target) == pytest.approx(0.5, rel=0.07)  # the grid is 12 % apart
+    mask = torch.ones_like(target, dtype=torch.bool)
+    assert side(rescale_relief(exaggerated, 0.5), target, mask).max() < 1e-4
+    assert torch.allclose(rescale_relief(target, 1.0), target)
