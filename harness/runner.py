@@ -205,6 +205,8 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
         },
     }
     write_json(path, record)
+    # as it happens, so that a log (Slurm, nohup) shows each result, not only the final tables
+    print(f"cell done: {cell.label}: {protocol.summary(metrics)} ({record['provenance']['wall_seconds']:.1f} s)", flush=True)
     return str(path)
 
 
