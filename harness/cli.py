@@ -11,17 +11,24 @@ from pathlib import Path
 
 from harness.config import PRESETS, load_config_file, parse_overrides
 from harness.errors import BenchError
+from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.runner import Cell, Settings, check_cell, session_for
+from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
-EXAMPLES = """
+EXAMPLES = f"""
 examples:
   python run_bench.py                                  # every method, both protocols, synthetic data, quick preset
   python run_bench.py --methods latentface,mae --protocol fer
   python run_bench.py --ablation rdm                   # the paper's Table 4 rows
   python run_bench.py --methods pixels --protocol verification --datasets lfw --data-root ~/data
   python run_bench.py --methods latentface:rdm-shape --set fer.epochs=5 --seeds 0,1,2
+  python run_bench.py --log tensorboard                # also TensorBoard event files beside each checkpoint
   python run_bench.py --tables-only                    # regenerate tables/figures from results/
+
+logs: off a terminal (Slurm, nohup, CI) long work prints a progress line every
+${INTERVAL_ENV} seconds (default {DEFAULT_INTERVAL:g}), and each cell its summary when it finishes.
+Every trained model keeps its losses (losses_step.csv, losses_epoch.csv, losses.png) beside its checkpoint.
 """
 
 
@@ -66,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--detach", action="store_true",
                      help="with --executor slurm: submit and return without waiting; follow with --status")
     how.add_argument("--rerun", action="store_true", help="recompute cells that already have a result file")
+    how.add_argument("--log", default=os.environ.get(LOG_ENV, ""), metavar="LOGGERS",
+                     help=f"also log training to: {', '.join(BACKENDS)} (comma-separated; optional extras of the same "
+                     f"name; WANDB_MODE=offline works without a network). Default: ${LOG_ENV}, else only the CSV "
+                     "and PNG of the losses beside each checkpoint")
     modes = p.add_argument_group("other modes")
     modes.add_argument("--dry-run", action="store_true",
                        help="print the artifact graph, the cells (and whether they are done) and the jobs, then exit")
@@ -174,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             raise BenchError("--tables-only and --dry-run cannot be combined")
         return show_tables(tables.generate(Path(args.results_dir)))
+    logs = split(args.log)
+    check_backends(logs)
+    os.environ[LOG_ENV] = ",".join(logs)  # read by every training loop, here and in submitted jobs
     settings = Settings(
         preset=args.preset,
         overrides=merge_overrides(load_config_file(args.config) if args.config else {}, parse_overrides(args.overrides)),

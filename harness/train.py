@@ -1,4 +1,4 @@
-"""One training loop for every learned method: resume, checkpoints, NaN guard, progress bar.
+"""One training loop for every learned method: resume, checkpoints, NaN guard, progress, loss curves.
 
 The loop walks a deterministic permutation per (seed, epoch), so a run resumed from a
 checkpoint sees exactly the batches an uninterrupted run would have seen.
@@ -17,6 +17,7 @@ from torch import nn
 from harness.errors import TrainingDiverged
 from harness.io import torch_load, torch_save
 from harness.progress import progress
+from harness.trainlog import TrainLog
 
 
 @dataclasses.dataclass
@@ -55,7 +56,8 @@ def fit(
         step: maps a uint8 batch (B,3,S,S) on ``device`` to a dict of scalar losses with ``"loss"``.
         data: uint8 images (N,3,S,S) or any tensor indexed along dim 0 (stays on the CPU).
         epochs, batch_size, seed: the schedule; the last partial batch is dropped.
-        workdir: ``last.pt`` here is the resume point (written every epoch, atomically).
+        workdir: ``last.pt`` here is the resume point (written every epoch, atomically); the
+            loss curves go beside it (``harness.trainlog``).
         grad_clip: clip the global gradient norm to this value when set.
         scheduler: stepped once per epoch.
         ckpt_every: also checkpoint every this many steps (for long epochs on preemptible jobs).
@@ -93,7 +95,9 @@ def fit(
     model.train()
     seen, busy = 0, 0.0
     total = epochs * n_batches
-    bar = progress(total=total, initial=start_epoch * n_batches + start_step, desc=desc, unit="step")
+    resumed = start_epoch * n_batches + start_step
+    bar = progress(total=total, initial=resumed, desc=desc, unit="step", images_per_unit=batch_size)
+    log = TrainLog(workdir, desc, resumed, {"epochs": epochs, "batch_size": batch_size, "seed": seed})
     for epoch in range(start_epoch, epochs):
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(data), generator=generator)
@@ -116,18 +120,22 @@ def fit(
             optimizer.step()
             busy += time.perf_counter() - tic
             seen += batch.shape[0]
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            log.step(epoch * n_batches + b + 1, epoch + 1, optimizer.param_groups[0]["lr"], values)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
             if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < n_batches:
                 save(epoch, b + 1)
         done = n_batches - first
         history.append({k: v / max(done, 1) for k, v in sums.items()})
+        log.epochs(history, n_batches)
         if scheduler is not None:
             scheduler.step()
         save(epoch + 1, 0)
     bar.close()
+    log.close()
     model.eval()
     ips = seen / busy if busy > 0 else math.nan
     return TrainResult(history=history, images_per_second=ips)
