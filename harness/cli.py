@@ -16,6 +16,9 @@ from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugi
 from harness.runner import Cell, Settings, check_cell, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
+DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
+REFERENCE_STORE = "results/reference"  # the committed reference results on real faces
+
 EXAMPLES = f"""
 examples:
   python run_bench.py                                  # every method, both protocols, synthetic data, quick preset
@@ -24,7 +27,12 @@ examples:
   python run_bench.py --methods pixels --protocol verification --datasets lfw --data-root ~/data
   python run_bench.py --methods latentface:rdm-shape --set fer.epochs=5 --seeds 0,1,2
   python run_bench.py --log tensorboard                # also TensorBoard event files beside each checkpoint
-  python run_bench.py --tables-only                    # regenerate tables/figures from results/
+  python run_bench.py --tables-only                    # regenerate tables and figures of {DEFAULT_STORE}/
+  python run_bench.py --tables-only --results-dir {REFERENCE_STORE}
+
+stores: a results folder holds result files, tables/ and figures/. Runs write to {DEFAULT_STORE}/ unless
+--results-dir says otherwise; the committed reference results on real faces are {REFERENCE_STORE}/.
+At the end of a run the tables of that run's cells are printed; the store's files cover all its results.
 
 logs: off a terminal (Slurm, nohup, CI) long work prints a progress line every
 ${INTERVAL_ENV} seconds (default {DEFAULT_INTERVAL:g}), and each cell its summary when it finishes.
@@ -55,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. fer.epochs=5 or pretrain.data=lfw (repeatable)")
     how.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "data"),
                      help="parent folder of the real datasets (default: $BENCH_DATA_ROOT, else ./data)")
-    how.add_argument("--results-dir", default="results", help="result files, tables and figures (default: results/)")
+    how.add_argument("--results-dir", default=DEFAULT_STORE,
+                     help=f"the store: result files, tables and figures (default: {DEFAULT_STORE}/; "
+                     f"the reference results are {REFERENCE_STORE}/)")
     how.add_argument("--cache-dir", default=os.environ.get("BENCH_CACHE_DIR", ".cache"),
                      help="decoded data, checkpoints and features (default: $BENCH_CACHE_DIR, else .cache)")
     how.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -83,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--status", action="store_true",
                        help="print which cells of this sweep are done, running, failed (with the log) or missing")
     modes.add_argument("--list", action="store_true", help="list registered methods, variants, protocols, datasets, ablations")
-    modes.add_argument("--tables-only", action="store_true", help="only regenerate tables and figures from the result files")
+    modes.add_argument("--tables-only", action="store_true", help="only regenerate the store's tables and figures from its result files")
     return p
 
 
@@ -181,10 +191,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print_listing()
         return 0
+    store = Path(args.results_dir)
     if args.tables_only:
         if args.dry_run:
             raise BenchError("--tables-only and --dry-run cannot be combined")
-        return show_tables(tables.generate(Path(args.results_dir)))
+        return show_tables(tables.generate(store), store)
     logs = split(args.log)
     check_backends(logs)
     os.environ[LOG_ENV] = ",".join(logs)  # read by every training loop, here and in submitted jobs
@@ -218,15 +229,23 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         print("submitted; follow the sweep with the same arguments and --status")
         return 0
-    print(f"finished in {time.time() - tic:.1f} s")
+    print(f"finished in {time.time() - tic:.1f} s; this run's cells:")
     for cell in cells:
         print(f"  {cell.label}: {PROTOCOLS.get(cell.protocol).summary(json.loads(paths[cell].read_text())['metrics'])}")
-    return show_tables(tables.generate(Path(args.results_dir)))
+    tables.generate(store)  # the store's files cover all its results; the printout only this run's
+    mine = {p.resolve() for p in paths.values()}
+    _, run_tables = tables.build_tables([r for r in tables.load_results(store) if Path(r["_path"]).resolve() in mine])
+    return show_tables(run_tables, store, f"Tables of this run's {len(cells)} cell{'s' if len(cells) != 1 else ''}")
 
 
-def show_tables(generated: dict[str, str]) -> int:
-    for text in generated.values():
-        print("\n" + text)
+def show_tables(generated: dict[str, "tables.Table"], store: Path, heading: str = "") -> int:
+    """Print tables (without their figures) and where the store's files are."""
     if not generated:
-        print("no result files yet; run some cells first")
+        print(f"no result files in {store}/ yet; run some cells first")
+        return 0
+    if heading:
+        print(f"\n{heading}:")
+    for table in generated.values():
+        print("\n" + table.markdown())
+    print(f"tables and figures of all results in {store}/: {store / 'tables'}/, {store / 'figures'}/")
     return 0

@@ -111,7 +111,13 @@ class Protocol:
 
     @classmethod
     def figures(cls, grid: Any, folder: Path) -> list[Path]:
-        """Figures of this protocol's results, written under ``folder``; returns their paths."""
+        """Figures of this protocol's results, written under ``folder``; returns their paths.
+
+        Tables made by ``grid.table`` get a bar chart from the harness (``<table stem>.png``);
+        draw here what only this protocol knows (ROC curves, heatmaps: ``harness.plots``). A
+        figure named ``<table stem>-<anything>.png`` at the top of ``folder`` is embedded under
+        that table in its markdown (and ``<table stem>.png`` for a table laid out otherwise).
+        """
         return []
 
 

@@ -1,25 +1,36 @@
-"""Markdown tables and figures regenerated from the result files alone (never edited by hand).
+"""Markdown tables and figures regenerated from the result files of one store (never edited by hand).
 
-Every registered protocol lays out its own tables and figures (``Protocol.tables``,
-``Protocol.figures``); every registered ablation gets one table over the protocols its rows were
-evaluated with. This module only indexes the results: rows are method variants (split by
-setting only where a method was run with different settings), columns are (protocol, dataset).
+A *store* is a results folder: result files under ``<protocol>/<dataset>/``, and the ``tables/``
+and ``figures/`` generated from them. Every registered protocol lays out its own tables and
+figures (``Protocol.tables``, ``Protocol.figures``); every registered ablation gets one table over
+the protocols its rows were evaluated with. This module indexes the results -- rows are method
+variants (split by setting only where a method was run with different settings), columns are
+(protocol, dataset) -- draws a grouped bar chart of every table laid out by ``Grid.table``, and
+embeds each table's figures in its markdown, so a store reads well on GitHub.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import numpy as np
 from tabulate import tabulate
 
+from harness import plots
 from harness.config import config_hash
 from harness.errors import BenchError
 from harness.io import atomic_path
 from harness.registry import ABLATIONS, METHODS, PROTOCOLS, Ablation, load_plugins
 
 RowKey = tuple[str, str, str]  # method, variant, method-setting hash
+Column = tuple[type, str]  # protocol class, dataset
+BAR_CAPTION = (
+    "*Bars: each protocol's main metric, mean over seeds; error bars: sd over seeds (none for one seed); "
+    "dashed lines: the sanity floors; black diamonds: the paper's numbers.*"
+)
 
 
 def load_results(results_dir: Path) -> list[dict]:
@@ -42,6 +53,11 @@ def method_setting(record: dict) -> dict:
     return {"preset": cfg["preset"], "method": cfg["method"]["config"], "pretrain": cfg.get("pretrain")}
 
 
+def evaluation_setting(record: dict) -> dict:
+    """What defines how a result was measured: the protocol's settings and the dataset's."""
+    return {"protocol": record["config"]["protocol"], "dataset": record["config"]["dataset"]}
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
     if not isinstance(value, dict):
@@ -53,11 +69,20 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def short_key(path: str) -> str:
-    """The readable name of a setting in a row label: ``method.epochs`` -> ``epochs``."""
-    for prefix in ("method.", "pretrain.config."):
-        if path.startswith(prefix):
-            return ("pretrain." if prefix.startswith("pretrain") else "") + path[len(prefix):]
+    """The readable name of a setting in a row label: ``method.epochs`` -> ``epochs``,
+    ``pretrain.config.data`` -> ``pretrain.data``."""
+    if path.startswith("method."):
+        return path[len("method."):]
+    if path.startswith("pretrain.config."):
+        return "pretrain." + path[len("pretrain.config."):]
     return path
+
+
+def label_order(path: str) -> tuple:
+    """Which differences a row label names first: preset, method settings, pretraining data, and
+    last the fingerprints of the data (a changed dataset under the same name)."""
+    groups = ("preset", "method.", "pretrain.config.")
+    return next((i for i, g in enumerate(groups) if path.startswith(g)), len(groups)), path
 
 
 def row_order(key: RowKey) -> tuple:
@@ -70,6 +95,41 @@ def row_order(key: RowKey) -> tuple:
         variants.index(variant) if variant in variants else len(variants),
         key,
     )
+
+
+def is_floor(key: RowKey) -> bool:
+    """Whether a row is a sanity floor (``Method.floor``): figures draw it as a line."""
+    return key[0] in METHODS and bool(METHODS.get(key[0]).floor)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a table laid out by ``Grid.table`` shows: rows, (protocol, dataset) columns, the paper."""
+
+    rows: tuple[RowKey, ...]
+    columns: tuple[Column, ...]
+    paper: dict
+
+
+@dataclasses.dataclass
+class Table:
+    """One generated table: its heading, markdown body and footer, and its layout when the
+    generic ``Grid.table`` made it (those get a bar chart)."""
+
+    stem: str
+    title: str
+    body: str
+    footer: str
+    layout: Optional[Layout] = None
+
+    def markdown(self, figures: Iterable[str] = ()) -> str:
+        """The file's text; ``figures`` are image paths relative to the file, embedded below."""
+        embeds = ""
+        for f in figures:
+            embeds += f"\n![{Path(f).stem}]({f})\n"
+            if self.layout is not None and Path(f).stem == self.stem:
+                embeds += f"\n{BAR_CAPTION}\n"
+        return f"# {self.title}\n\n{self.body}\n{self.footer}{embeds}"
 
 
 class Grid:
@@ -86,6 +146,7 @@ class Grid:
             self.cells[key][(c["protocol"], c["dataset"])].append(r)
             self.settings[key] = setting
         self.notes: list[str] = []
+        self.layouts: dict[str, Layout] = {}  # markdown body -> the layout that made it
 
     # --- rows and columns ---------------------------------------------------------------------
     def rows(self, wanted: Optional[Iterable[tuple[str, str]]] = None, protocols: Optional[Iterable[str]] = None) -> list[RowKey]:
@@ -101,15 +162,18 @@ class Grid:
 
     def label(self, key: RowKey) -> str:
         """``method [variant]``, plus what differs (``epochs=30``) when the method variant was run
-        with several settings."""
+        with several settings; a changed dataset under the same name shows as its fingerprint."""
         method, variant, _ = key
         name = method if variant == "default" else f"{method} [{variant}]"
         clashes = [k for k in self.cells if k[:2] == key[:2]]
         if len(clashes) == 1:
             return name
         flat = {k: flatten(self.settings[k]) for k in clashes}
-        paths = sorted({p for f in flat.values() for p in f})
+        paths = {p for f in flat.values() for p in f}
         differ = [p for p in paths if len({json.dumps(f.get(p), sort_keys=True) for f in flat.values()}) > 1]
+        # a different pretraining dataset explains every difference in its fingerprint
+        named = {p.split(".")[2] for p in differ if p.startswith("pretrain.config.")}
+        differ = sorted((p for p in differ if not (p.split(".")[0] == "pretrain" and p.split(".")[1] in named)), key=label_order)
         mine = flat[key]
         shown = [f"{short_key(p)}={mine[p] if p in mine else '-'}" for p in differ[:3]]
         more = f", +{len(differ) - 3} more" if len(differ) > 3 else ""
@@ -119,16 +183,17 @@ class Grid:
         return sorted({d for k in rows for (p, d) in self.cells[k] if p == protocol})
 
     def records(self, key: RowKey, protocol: str, dataset: str) -> list[dict]:
-        """The records of one table cell; where protocol settings differ, the newest setting wins."""
+        """The records of one table cell; where protocol or dataset settings differ, the newest
+        setting wins (seeds measured differently are never averaged together)."""
         records = self.cells[key].get((protocol, dataset), [])
         by_setting = defaultdict(list)
         for r in records:
-            by_setting[config_hash(r["config"]["protocol"])].append(r)
+            by_setting[config_hash(evaluation_setting(r))].append(r)
         if len(by_setting) > 1:
             newest = max(records, key=lambda r: r["provenance"]["end_time"])
-            keep = by_setting[config_hash(newest["config"]["protocol"])]
+            keep = by_setting[config_hash(evaluation_setting(newest))]
             self.notes.append(
-                f"{self.label(key)} {protocol}/{dataset}: {len(records) - len(keep)} result(s) with other protocol settings not shown"
+                f"{self.label(key)} {protocol}/{dataset}: {len(records) - len(keep)} result(s) with other protocol or dataset settings not shown"
             )
             return keep
         return records
@@ -145,16 +210,26 @@ class Grid:
         return self.table(rows, [protocol], protocol.paper) if rows else ""
 
     def table(self, rows: list[RowKey], protocols: list[type], paper: dict) -> str:
-        headers, getters = ["Method"], []
+        """The markdown of rows x (protocol, dataset) columns; a paper column follows a dataset
+        the paper reports, filled only in rows measured on that dataset. The layout is kept
+        (``layouts``) for the table's bar chart."""
+        headers, getters, columns = ["Method"], [], []
         for protocol in protocols:
             for dataset in self.columns(protocol.name, rows):
+                columns.append((protocol, dataset))
                 headers.append(f"{dataset} {protocol.name} {protocol.metric}" if len(protocols) > 1 else f"{dataset} {protocol.metric}")
                 getters.append(lambda k, p=protocol, d=dataset: p.cell(self.records(k, p.name, d)))
-                if any(dataset in paper.get(k[:2], {}) for k in rows):
+                if any(self.paper_number(paper, k, protocol, dataset) for k in rows):
                     headers.append(f"{dataset} paper")
-                    getters.append(lambda k, p=protocol, d=dataset: p.paper_cell(paper[k[:2]][d]) if d in paper.get(k[:2], {}) else "")
+                    getters.append(lambda k, p=protocol, d=dataset: p.paper_cell(n) if (n := self.paper_number(paper, k, p, d)) else "")
         body = [[self.label(k)] + [g(k) for g in getters] for k in rows]
-        return tabulate(body, headers=headers, tablefmt="github")
+        markdown = tabulate(body, headers=headers, tablefmt="github")
+        self.layouts[markdown] = Layout(tuple(rows), tuple(columns), paper)
+        return markdown
+
+    def paper_number(self, paper: dict, key: RowKey, protocol: type, dataset: str) -> Optional[tuple[float, float]]:
+        """The paper's number for a row on a dataset, where the row has results to compare."""
+        return paper.get(key[:2], {}).get(dataset) if self.cells[key].get((protocol.name, dataset)) else None
 
     def ablation_table(self, ablation: Ablation) -> str:
         """The ablation's rows over every protocol they were evaluated with ('' for fewer than two rows)."""
@@ -163,6 +238,28 @@ class Grid:
             return ""
         protocols = [PROTOCOLS.get(p) for p in PROTOCOLS.names() if any((p, d) in self.cells[k] for k in rows for d in self.columns(p, rows))]
         return self.table(rows, protocols, ablation.paper)
+
+    # --- figures ------------------------------------------------------------------------------
+    def bars(self, layout: Layout, title: str) -> plots.Bars:
+        """The bar chart of a table: each row's ``Protocol.main_metric`` in percent, mean and sd
+        over seeds per column; floors as lines; the paper's first number as a marker."""
+        many = len({p for p, _ in layout.columns}) > 1
+        groups = [f"{d} {p.name}" if many else d for p, d in layout.columns]
+        series: dict[str, list] = {}
+        floors: dict[str, list] = {}
+        paper: dict[str, list] = {}
+        for key in layout.rows:
+            stats = []
+            for protocol, dataset in layout.columns:
+                values = 100 * np.array([protocol.main_metric(r["metrics"]) for r in self.records(key, protocol.name, dataset)])
+                stats.append((float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)) if len(values) else None)
+            label = self.label(key)
+            (floors if is_floor(key) else series)[label] = stats
+            numbers = [self.paper_number(layout.paper, key, p, d) for p, d in layout.columns]
+            if any(numbers):
+                paper[label] = [n[0] if n else None for n in numbers]
+        metrics = sorted({p.metric.split(" / ")[0] for p, _ in layout.columns})
+        return plots.Bars(title=title, ylabel=f"{' / '.join(metrics)} (%)", groups=groups, series=series, floors=floors, paper=paper)
 
 
 def footer(records: list[dict], notes: list[str]) -> str:
@@ -179,8 +276,8 @@ def footer(records: list[dict], notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_tables(records: list[dict]) -> tuple[Grid, dict[str, str]]:
-    """The grid of ``records`` and every table, as ``{file stem: markdown}`` (nothing written)."""
+def build_tables(records: list[dict]) -> tuple[Grid, dict[str, Table]]:
+    """The grid of ``records`` and every table, by file stem (nothing written)."""
     load_plugins()
     grid = Grid(records)
     bodies: dict[str, tuple[str, str]] = {}
@@ -191,17 +288,28 @@ def build_tables(records: list[dict]) -> tuple[Grid, dict[str, str]]:
         body = grid.ablation_table(ablation)
         if body:
             bodies[ablation.table] = (ablation.title, body)
-    return grid, {stem: f"# {title}\n\n{body}\n{footer(records, grid.notes)}" for stem, (title, body) in bodies.items()}
+    end = footer(records, grid.notes)
+    return grid, {stem: Table(stem, title, body, end, grid.layouts.get(body)) for stem, (title, body) in bodies.items()}
 
 
-def generate(results_dir: Path) -> dict[str, str]:
-    """Write every table (markdown) and figure of a results store; returns {table name: markdown}."""
+def table_figures(folder: Path, stem: str) -> list[Path]:
+    """The figures embedded in table ``stem``: ``<stem>.png`` and ``<stem>-*.png`` in ``folder``
+    (a protocol names its own figures so to have them shown under its table)."""
+    return sorted(p for p in folder.glob(f"{stem}*.png") if p.stem == stem or p.stem.startswith(f"{stem}-"))
+
+
+def generate(results_dir: Path) -> dict[str, Table]:
+    """Write every figure and table (markdown, figures embedded) of a store; returns the tables."""
     results_dir = Path(results_dir)
+    figures = results_dir / "figures"
     grid, tables = build_tables(load_results(results_dir))
-    for name, text in tables.items():
-        with atomic_path(results_dir / "tables" / f"{name}.md") as tmp:
-            tmp.write_text(text)
+    for stem, table in tables.items():
+        if table.layout is not None:
+            plots.bar_chart(grid.bars(table.layout, table.title), figures / f"{stem}.png")
     for name in PROTOCOLS.names():
         if grid.records_of(name):
-            PROTOCOLS.get(name).figures(grid, results_dir / "figures")
+            PROTOCOLS.get(name).figures(grid, figures)
+    for stem, table in tables.items():
+        with atomic_path(results_dir / "tables" / f"{stem}.md") as tmp:
+            tmp.write_text(table.markdown(f"../figures/{p.name}" for p in table_figures(figures, stem)))
     return tables

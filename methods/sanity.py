@@ -31,6 +31,7 @@ class Pixels(Method):
     """Downsampled raw pixels, standardised per image (zero mean, unit variance)."""
 
     Config = PixelsConfig
+    floor = True
 
     def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1)
@@ -54,6 +55,7 @@ class RandomCNN(Method):
     """A fixed randomly initialised conv net (seeded by the cell seed), globally average-pooled."""
 
     Config = RandomCNNConfig
+    floor = True
 
     def __init__(self, cfg: RandomCNNConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)

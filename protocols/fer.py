@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness import plots
 from harness.config import Config
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.errors import BenchError
-from harness.io import atomic_path
 from harness.protocol import Features, Protocol, mean_sd, seeded_generator
 from harness.registry import register_protocol
 
@@ -201,11 +201,6 @@ class FER(Protocol):
 
 def confusion_figure(record: dict, folder: Path) -> Path | None:
     """The PNG of one FER result's confusion matrix; None when an up-to-date one exists."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     src = Path(record["_path"])
     png = folder / (src.stem + ".png")
     if png.exists() and png.stat().st_mtime >= src.stat().st_mtime:
@@ -213,20 +208,6 @@ def confusion_figure(record: dict, folder: Path) -> Path | None:
     cm = np.asarray(record["metrics"]["confusion"], dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     names = record["metrics"]["class_names"]
-    fig, ax = plt.subplots(figsize=(5.5, 4.8))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
     c = record["cell"]
-    ax.set_title(f"{c['method']} [{c['variant']}] on {c['dataset']}, seed {c['seed']}\naccuracy {100 * record['metrics']['accuracy']:.1f}%", fontsize=9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return png
+    title = f"{c['method']} [{c['variant']}] on {c['dataset']}, seed {c['seed']}\naccuracy {100 * record['metrics']['accuracy']:.1f}%"
+    return plots.heatmap(norm, names, names, png, title, xlabel="predicted", ylabel="true", vmin=0, vmax=1)

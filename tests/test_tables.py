@@ -1,0 +1,114 @@
+"""Stores, tables and their figures: what a person reads after a run."""
+import json
+import re
+
+import pytest
+
+from harness import tables
+from harness.cli import main
+from harness.registry import ABLATIONS, PROTOCOLS, Ablation
+
+SMOKE = ["--datasets", "toy", "--preset", "smoke"]
+
+
+def run(store, *argv):
+    return main([*argv, "--results-dir", str(store), "--cache-dir", str(store.parent / "cache")])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two floors and one learned method on both protocols, two seeds (about 5 s)."""
+    root = tmp_path_factory.mktemp("store") / "results"
+    assert run(root, "--methods", "pixels,random-cnn,simclr", "--seeds", "0,1", *SMOKE) == 0
+    return root
+
+
+def test_tables_only_draws_a_figure_per_table_embeds_it_and_regenerates_identically(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ABLATIONS, "toy", Ablation((("pixels", "default"), ("simclr", "default")), "Toy ablation", "ablation_toy"))
+    copy = tmp_path / "results"
+    for path in store.glob("*/*/*.json"):  # a store of its own, so the module's store stays as it is
+        (copy / path.relative_to(store)).parent.mkdir(parents=True, exist_ok=True)
+        (copy / path.relative_to(store)).write_bytes(path.read_bytes())
+    assert main(["--tables-only", "--results-dir", str(copy)]) == 0
+    stems = sorted(p.stem for p in (copy / "tables").glob("*.md"))
+    assert stems == ["ablation_toy", "table1_fer", "table2_verification"]
+    for stem in stems:
+        png = copy / "figures" / f"{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{stem}](../figures/{stem}.png)" in (copy / "tables" / f"{stem}.md").read_text()
+    files = sorted((copy / "tables").glob("*.md")) + sorted((copy / "figures").glob("*.png"))
+    before = {p: p.read_bytes() for p in files}
+    assert main(["--tables-only", "--results-dir", str(copy)]) == 0
+    assert {p: p.read_bytes() for p in files} == before  # byte for byte, figures included
+
+
+def test_bars_are_means_and_sds_over_seeds_with_floors_apart(store):
+    grid, built = tables.build_tables(tables.load_results(store))
+    bars = grid.bars(built["table1_fer"].layout, "t")
+    assert bars.groups == ["toy"] and list(bars.series) == ["simclr"]
+    assert list(bars.floors) == ["pixels", "random-cnn"]  # Method.floor: lines, not bars
+    acc = [100 * json.loads(p.read_text())["metrics"]["accuracy"] for p in sorted(store.glob("fer/toy/simclr--*.json"))]
+    mean, sd, n = bars.series["simclr"][0]
+    assert n == 2 and mean == pytest.approx(sum(acc) / 2) and sd == pytest.approx(abs(acc[0] - acc[1]) / 2**0.5)
+    assert bars.paper == {}  # the paper reports nothing on toy
+
+
+def test_paper_number_only_beside_rows_measured_on_its_dataset(store, tmp_path, monkeypatch):
+    fer = PROTOCOLS.get("fer")
+    monkeypatch.setattr(fer, "paper", {("simclr", "default"): {"toy": (50.0, 40.0)}})
+    # the same method with another setting, measured on another dataset only
+    records = tables.load_results(store)
+    other = json.loads(json.dumps(next(r for r in records if r["cell"]["method"] == "simclr" and r["cell"]["protocol"] == "fer")))
+    other["cell"]["dataset"] = "elsewhere"
+    other["config"]["method"]["config"]["epochs"] = 9
+    grid, built = tables.build_tables([*records, other])
+    lines = built["table1_fer"].body.splitlines()
+    assert "toy paper" in lines[0]
+    row = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in lines[2:]}
+    assert set(row) == {"pixels", "random-cnn", "simclr (epochs=1)", "simclr (epochs=9)"}
+    columns = [c.strip() for c in lines[0].split("|")[2:-1]]
+    paper = columns.index("toy paper")
+    assert row["simclr (epochs=1)"][paper] == "50.00 / 40.00"
+    assert row["simclr (epochs=9)"][paper] == "" and row["pixels"][paper] == ""
+    bars = grid.bars(built["table1_fer"].layout, "t")
+    assert bars.groups == ["elsewhere", "toy"]
+    assert bars.paper == {"simclr (epochs=1)": [None, 50.0]}  # the marker too, only where measured
+
+
+def test_a_run_prints_only_its_own_cells_and_the_store_keeps_all(tmp_path, capsys):
+    store = tmp_path / "results"
+    assert run(store, "--methods", "pixels,random-cnn", "--set", "pixels.input_size=8", *SMOKE) == 0
+    capsys.readouterr()
+    assert run(store, "--methods", "pixels", "--protocol", "fer", *SMOKE) == 0
+    out = capsys.readouterr().out
+    printed = out[out.index("Tables of this run's 1 cell:"):]
+    rows = re.findall(r"^\| (\S.*?) +\|", printed, flags=re.M)
+    assert rows == ["Method", "pixels"]  # one row, no label: this run has one setting
+    assert "Table 2" not in printed and "random-cnn" not in printed
+    stored = (store / "tables" / "table1_fer.md").read_text()
+    assert "| pixels (input_size=8) " in stored and "| pixels (input_size=16) " in stored and "| random-cnn " in stored
+
+
+def test_rows_differing_in_pretraining_data_are_labelled_by_its_name(tmp_path):
+    store = tmp_path / "results"
+    for data in ("toy", "synthetic"):
+        assert run(store, "--methods", "simclr", "--protocol", "fer", "--set", f"pretrain.data={data}", *SMOKE) == 0
+    grid = tables.Grid(tables.load_results(store))
+    # the fingerprints of the two datasets differ too; the name says it all
+    assert sorted(grid.label(k) for k in grid.rows()) == ["simclr (pretrain.data=synthetic)", "simclr (pretrain.data=toy)"]
+
+
+def test_plot_helpers_write_the_same_png_for_the_same_numbers(tmp_path):
+    from harness import plots
+
+    def draw(folder):
+        return [
+            plots.roc_figure({"a": ([0.0, 0.01, 0.1, 1.0], [0.0, 0.3, 0.7, 1.0])}, folder / "roc.png", "ROC"),
+            plots.heatmap([[0.9, 0.1], [0.2, 0.8]], ["x", "y"], ["x", "y"], folder / "cm.png", "cm", vmin=0, vmax=1),
+            plots.bar_chart(plots.Bars("t", "acc (%)", ["d1", "d2"], {"m": [(50.0, 2.0, 3), None]},
+                                       {"floor": [(40.0, 0.0, 1), (45.0, 0.0, 1)]}, {"m": [55.0, None]}), folder / "bars.png"),
+        ]
+
+    first, second = draw(tmp_path / "a"), draw(tmp_path / "b")
+    for one, two in zip(first, second):
+        assert one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and one.read_bytes() == two.read_bytes()
