@@ -29,6 +29,7 @@ examples:
   python run_bench.py --log tensorboard                # also TensorBoard event files beside each checkpoint
   python run_bench.py --tables-only                    # regenerate tables and figures of {DEFAULT_STORE}/
   python run_bench.py --tables-only --results-dir {REFERENCE_STORE}
+  python run_bench.py --export results.csv             # every result of the store as one tidy table
 
 stores: a results folder holds result files, tables/ and figures/. Runs write to {DEFAULT_STORE}/ unless
 --results-dir says otherwise; the committed reference results on real faces are {REFERENCE_STORE}/.
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print which cells of this sweep are done, running, failed (with the log) or missing")
     modes.add_argument("--list", action="store_true", help="list registered methods, variants, protocols, datasets, ablations")
     modes.add_argument("--tables-only", action="store_true", help="only regenerate the store's tables and figures from its result files")
+    modes.add_argument("--export", metavar="FILE", help="write every result of the store as one table (.csv, or .parquet "
+                       "with pyarrow): cell, config hash, metrics, seed, git sha, wall time; then exit")
     return p
 
 
@@ -192,9 +195,15 @@ def run(args: argparse.Namespace) -> int:
         print_listing()
         return 0
     store = Path(args.results_dir)
-    if args.tables_only:
-        if args.dry_run:
-            raise BenchError("--tables-only and --dry-run cannot be combined")
+    if args.tables_only or args.export:
+        if args.dry_run or (args.tables_only and args.export):
+            raise BenchError("--tables-only, --export and --dry-run are separate modes; give one of them")
+        if args.export:
+            from harness.export import export
+
+            table = export(tables.load_results(store), Path(args.export))
+            print(f"{args.export}: {len(table)} results x {len(table.columns)} columns from {store}/")
+            return 0
         return show_tables(tables.generate(store), store)
     logs = split(args.log)
     check_backends(logs)
