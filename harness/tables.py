@@ -69,12 +69,10 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def short_key(path: str) -> str:
-    """The readable name of a setting in a row label: ``method.epochs`` -> ``epochs``,
-    ``pretrain.config.data`` -> ``pretrain.data``."""
-    if path.startswith("method."):
-        return path[len("method."):]
-    if path.startswith("pretrain.config."):
-        return "pretrain." + path[len("pretrain.config."):]
+    """The readable name of a setting in a row label: ``method.epochs`` -> ``epochs``."""
+    for prefix in ("method.", "pretrain.config."):
+        if path.startswith(prefix):
+            return ("pretrain." if prefix.startswith("pretrain") else "") + path[len(prefix):]
     return path
 
 
