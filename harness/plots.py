@@ -8,6 +8,7 @@ show up as changed in git.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -63,13 +64,13 @@ def bar_chart(bars: Bars, path: Path) -> Path:
     the paper's numbers as black diamonds; the legend sits right of the axes."""
     plt = pyplot()
     n_groups, n_series = len(bars.groups), max(len(bars.series), 1)
-    width = 0.8 / n_series
+    width = min(0.8 / n_series, 0.3)  # a lone bar stays a bar, not a block
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 0.42 * n_series * n_groups) + 3.2, 4.2))
     colors = plt.get_cmap("tab10" if n_series <= 10 else "tab20").colors
     x0 = np.arange(n_groups, dtype=float)
     paper_shown = False
     for i, (label, stats) in enumerate(bars.series.items()):
-        xs = x0 - 0.4 + width * (i + 0.5)
+        xs = x0 - width * n_series / 2 + width * (i + 0.5)
         have = [g for g, s in enumerate(stats) if s is not None]
         mean = [stats[g][0] for g in have]
         err = [stats[g][1] if stats[g][2] > 1 else np.nan for g in have]  # no bar for a single seed
@@ -91,7 +92,7 @@ def bar_chart(bars: Bars, path: Path) -> Path:
     ax.set_xlim(-0.5, n_groups - 0.5)
     ax.set_ylabel(bars.ylabel)
     ax.set_ylim(0, None)
-    ax.set_title(bars.title, fontsize=10)
+    ax.set_title(textwrap.fill(bars.title, 90), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

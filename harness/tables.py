@@ -28,7 +28,7 @@ from harness.registry import ABLATIONS, METHODS, PROTOCOLS, Ablation, load_plugi
 RowKey = tuple[str, str, str]  # method, variant, method-setting hash
 Column = tuple[type, str]  # protocol class, dataset
 BAR_CAPTION = (
-    "*Bars: each protocol's main metric, mean over seeds; error bars: sd over seeds (none for one seed); "
+    "*Bars: each protocol's main metric x 100, mean over seeds; error bars: sd over seeds (none for one seed); "
     "dashed lines: the sanity floors; black diamonds: the paper's numbers.*"
 )
 
@@ -111,8 +111,8 @@ class Layout:
 
 @dataclasses.dataclass
 class Table:
-    """One generated table: its heading, markdown body and footer, and its layout when the
-    generic ``Grid.table`` made it (those get a bar chart)."""
+    """One generated table: its heading, markdown body and footer, and the layout of its bar
+    chart (tables made by ``Grid.table``, and every protocol's main table; else None)."""
 
     stem: str
     title: str
@@ -211,19 +211,22 @@ class Grid:
         """The markdown of rows x (protocol, dataset) columns; a paper column follows a dataset
         the paper reports, filled only in rows measured on that dataset. The layout is kept
         (``layouts``) for the table's bar chart."""
-        headers, getters, columns = ["Method"], [], []
-        for protocol in protocols:
-            for dataset in self.columns(protocol.name, rows):
-                columns.append((protocol, dataset))
-                headers.append(f"{dataset} {protocol.name} {protocol.metric}" if len(protocols) > 1 else f"{dataset} {protocol.metric}")
-                getters.append(lambda k, p=protocol, d=dataset: p.cell(self.records(k, p.name, d)))
-                if any(self.paper_number(paper, k, protocol, dataset) for k in rows):
-                    headers.append(f"{dataset} paper")
-                    getters.append(lambda k, p=protocol, d=dataset: p.paper_cell(n) if (n := self.paper_number(paper, k, p, d)) else "")
+        layout = self.layout(rows, protocols, paper)
+        headers, getters = ["Method"], []
+        for protocol, dataset in layout.columns:
+            headers.append(f"{dataset} {protocol.name} {protocol.metric}" if len(protocols) > 1 else f"{dataset} {protocol.metric}")
+            getters.append(lambda k, p=protocol, d=dataset: p.cell(self.records(k, p.name, d)))
+            if any(self.paper_number(paper, k, protocol, dataset) for k in rows):
+                headers.append(f"{dataset} paper")
+                getters.append(lambda k, p=protocol, d=dataset: p.paper_cell(n) if (n := self.paper_number(paper, k, p, d)) else "")
         body = [[self.label(k)] + [g(k) for g in getters] for k in rows]
         markdown = tabulate(body, headers=headers, tablefmt="github")
-        self.layouts[markdown] = Layout(tuple(rows), tuple(columns), paper)
+        self.layouts[markdown] = layout
         return markdown
+
+    def layout(self, rows: list[RowKey], protocols: list[type], paper: dict) -> Layout:
+        """Rows x the (protocol, dataset) columns they have results in."""
+        return Layout(tuple(rows), tuple((p, d) for p in protocols for d in self.columns(p.name, rows)), paper)
 
     def paper_number(self, paper: dict, key: RowKey, protocol: type, dataset: str) -> Optional[tuple[float, float]]:
         """The paper's number for a row on a dataset, where the row has results to compare."""
@@ -256,8 +259,8 @@ class Grid:
             numbers = [self.paper_number(layout.paper, key, p, d) for p, d in layout.columns]
             if any(numbers):
                 paper[label] = [n[0] if n else None for n in numbers]
-        metrics = sorted({p.metric.split(" / ")[0] for p, _ in layout.columns})
-        return plots.Bars(title=title, ylabel=f"{' / '.join(metrics)} (%)", groups=groups, series=series, floors=floors, paper=paper)
+        metrics = sorted({p.metric.split(" / ")[0] for p, _ in layout.columns})  # the main metric comes first
+        return plots.Bars(title=title, ylabel=" / ".join(metrics), groups=groups, series=series, floors=floors, paper=paper)
 
 
 def footer(records: list[dict], notes: list[str]) -> str:
@@ -286,14 +289,22 @@ def build_tables(records: list[dict]) -> tuple[Grid, dict[str, Table]]:
         body = grid.ablation_table(ablation)
         if body:
             bodies[ablation.table] = (ablation.title, body)
+    # a protocol's main table laid out its own way still gets the bar chart of its main metric
+    main = {cls.table[0]: cls for cls in map(PROTOCOLS.get, PROTOCOLS.names())}
+    layouts = {
+        stem: grid.layouts.get(body) or (grid.layout(grid.rows(protocols=[main[stem].name]), [main[stem]], main[stem].paper) if stem in main else None)
+        for stem, (_, body) in bodies.items()
+    }
     end = footer(records, grid.notes)
-    return grid, {stem: Table(stem, title, body, end, grid.layouts.get(body)) for stem, (title, body) in bodies.items()}
+    return grid, {stem: Table(stem, title, body, end, layouts[stem]) for stem, (title, body) in bodies.items()}
 
 
 def table_figures(folder: Path, stem: str) -> list[Path]:
-    """The figures embedded in table ``stem``: ``<stem>.png`` and ``<stem>-*.png`` in ``folder``
-    (a protocol names its own figures so to have them shown under its table)."""
-    return sorted(p for p in folder.glob(f"{stem}*.png") if p.stem == stem or p.stem.startswith(f"{stem}-"))
+    """The figures embedded in table ``stem``: ``<stem>.png`` (its bar chart) first, then
+    ``<stem>-*.png`` in ``folder`` (a protocol names its own figures so to have them shown under
+    its table)."""
+    return sorted((p for p in folder.glob(f"{stem}*.png") if p.stem == stem or p.stem.startswith(f"{stem}-")),
+                  key=lambda p: (p.stem != stem, p.name))
 
 
 def generate(results_dir: Path) -> dict[str, Table]:

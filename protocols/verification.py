@@ -13,11 +13,13 @@ The dataset's own folds are used: train on 9, test on the 10th, ten times. Three
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from harness import plots
 from harness.config import Config
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.errors import BenchError
@@ -240,3 +242,28 @@ class Verification(Protocol):
         fold_sd = 100 * np.mean([r["metrics"]["accuracy_std"] for r in records])
         seeds = f", seed sd {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
         return f"{acc.mean():.2f}±{fold_sd:.2f} (n={len(acc)}{seeds})"
+
+    @classmethod
+    def figures(cls, grid, folder: Path) -> list[Path]:
+        """Per dataset, the ROC curve of every row (pooled test folds, TAR averaged over seeds),
+        embedded under Table 2; results from before version 2 have no curve."""
+        rows = grid.rows(protocols=[cls.name])
+        out = []
+        for dataset in grid.columns(cls.name, rows):
+            curves = {}
+            for key in rows:
+                rocs = [r["metrics"]["roc"] for r in grid.records(key, cls.name, dataset) if "roc" in r["metrics"]]
+                if rocs:
+                    curves[grid.label(key)] = mean_roc(rocs)
+            if curves:
+                title = f"ROC on {dataset}: pooled test folds, mean over seeds"
+                out.append(plots.roc_figure(curves, folder / f"{cls.table[0]}-roc-{dataset}.png", title))
+        return out
+
+
+def mean_roc(rocs: list[dict[str, list[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several ROC curves (``roc_points``) as one: TAR averaged over the curves at every FAR any
+    of them has (each curve read as a step up at each of its points)."""
+    far = np.unique(np.concatenate([r["far"] for r in rocs]))
+    tar = np.mean([np.asarray(r["tar"])[np.searchsorted(r["far"], far, side="right") - 1] for r in rocs], axis=0)
+    return far, tar

@@ -11,7 +11,7 @@ from harness.export import COLUMNS
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("export") / "results"
-    argv = ["--methods", "pixels,random-cnn", "--datasets", "toy", "--preset", "smoke", "--seeds", "0,1"]
+    argv = ["--methods", "pixels,random-cnn", "--protocol", "fer,verification", "--datasets", "toy", "--preset", "smoke", "--seeds", "0,1"]
     assert main([*argv, "--results-dir", str(root), "--cache-dir", str(root.parent / "cache")]) == 0
     return root
 

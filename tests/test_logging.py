@@ -95,7 +95,7 @@ def test_line_progress_counts_images_and_estimates_the_rest(capsys):
 
 def test_cli_run_prints_each_cell_as_it_finishes(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BENCH_PROGRESS_SECONDS", "0")
-    argv = ["--methods", "pixels,random-cnn", "--datasets", "toy", "--preset", "smoke",
+    argv = ["--methods", "pixels,random-cnn", "--protocol", "fer,verification", "--datasets", "toy", "--preset", "smoke",
             "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
     assert main(argv) == 0
     out = capsys.readouterr().out

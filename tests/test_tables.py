@@ -31,11 +31,14 @@ def test_tables_only_draws_a_figure_per_table_embeds_it_and_regenerates_identica
         (copy / path.relative_to(store)).write_bytes(path.read_bytes())
     assert main(["--tables-only", "--results-dir", str(copy)]) == 0
     stems = sorted(p.stem for p in (copy / "tables").glob("*.md"))
-    assert stems == ["ablation_toy", "table1_fer", "table2_verification"]
+    assert stems == ["ablation_toy", "table1_fer", "table2_verification", "table_knn"]
     for stem in stems:
         png = copy / "figures" / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{stem}](../figures/{stem}.png)" in (copy / "tables" / f"{stem}.md").read_text()
+    # a protocol's own figure named after its table is embedded under it: verification's ROC curves
+    assert (copy / "figures" / "table2_verification-roc-toy.png").exists()
+    assert "![table2_verification-roc-toy](../figures/table2_verification-roc-toy.png)" in (copy / "tables" / "table2_verification.md").read_text()
     files = sorted((copy / "tables").glob("*.md")) + sorted((copy / "figures").glob("*.png"))
     before = {p: p.read_bytes() for p in files}
     assert main(["--tables-only", "--results-dir", str(copy)]) == 0
