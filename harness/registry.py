@@ -93,7 +93,7 @@ class Ablation:
     Attributes:
         rows: the (method, variant) rows, in table order.
         title: the table's heading.
-        table: the table's file stem under ``results/tables/``.
+        table: the table's file stem under a store's ``tables/``.
         paper: the paper's numbers, (method, variant) -> {dataset: (value, spread)}, in percent.
     """
 
