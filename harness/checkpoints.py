@@ -1,0 +1,143 @@
+"""Weight files made elsewhere (released checkpoints, outside encoders), read without running code.
+
+``torch.load(weights_only=True)`` rebuilds tensors and plain containers only. A full training
+checkpoint also pickles objects of its authors' own classes (Unsup3D's ``metrics_trace`` is a
+``meters.MetricsTrace``), which that loader refuses, and importing the authors' modules to allow
+them would run their code. Instead each such class is replaced by an empty stand-in of the same
+name, so the object's data loads as attributes of the stand-in and the tensors beside it load
+as usual. A stand-in can be *created* (the pickle's ``NEWOBJ``) but never *called* (``REDUCE``):
+calling a named global is how a malicious pickle runs code (``os.system``), and a file that
+tries is refused with a one-line error naming it.
+
+Files are identified by content: ``file_sha256`` keys caches and result files, so a changed
+file at the same path never reuses old features or results.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import BenchError
+
+
+class ForeignCall(Exception):
+    """A pickle tried to call a global of another code base (it would run code)."""
+
+
+class _ForeignClass(type):
+    """Metaclass of the stand-ins: creating an instance the pickle way works, calling does not."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise ForeignCall(cls.__foreign_name__)
+
+
+def stand_in(full_name: str) -> type:
+    """An empty class named like ``full_name`` (``module.Class``) that refuses to be called."""
+    module, _, name = full_name.rpartition(".")
+    namespace = {"__module__": module, "__qualname__": name, "__foreign_name__": full_name, "__doc__": f"stand-in for {full_name}"}
+    return _ForeignClass(name, (), namespace)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of an exception (torch wraps unpickling errors in generic advice)."""
+    generic = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(generic)]
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def load_weights(path: str | Path, what: str) -> Any:
+    """The content of a ``.pt``/``.pth``/``.ckpt`` or ``.safetensors`` file, tensors on the CPU.
+
+    Args:
+        path: the file.
+        what: the setting that named it (e.g. ``unsup3d.checkpoint``), for error messages.
+
+    Raises:
+        BenchError: a missing file, a file that is no weight file, or one that would run code.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BenchError(f"{what}={path}: no such file; give the path of the weight file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise BenchError(f"{what}={path}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError):
+        foreign = []  # an old (non-zip) file: torch.load's own allowlist still applies below
+    stand_ins = [(stand_in(name), name) for name in foreign]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (ForeignCall, pickle.UnpicklingError) as exc:
+        reason = f"loading it would call {exc.args[0]}" if isinstance(exc, ForeignCall) else _first_line(exc)
+        raise BenchError(
+            f"{what}={path}: refused to load ({reason}): the file would run code; use only weight files from sources you trust"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+        raise BenchError(f"{what}={path}: not a PyTorch weight file ({_first_line(exc)})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (memoised per path, size and modification time)."""
+    path = Path(path).expanduser().resolve()
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(functools.partial(handle.read, 1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(path: str | Path, **extra: Any) -> dict[str, Any]:
+    """What a result file records about a weight file: path, sha256, size, plus ``extra``."""
+    path = Path(path).expanduser()
+    return {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size, **extra}
+
+
+def strict_state(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], source: dict[str, str], where: str
+) -> None:
+    """Fail with one line unless ``given`` has exactly the keys and shapes of ``expected``.
+
+    Args:
+        expected: the model's state dict (project names).
+        given: the file's tensors, renamed to project names.
+        source: project name -> the name in the file, so messages speak the file's language.
+        where: the file and what it is loaded into, e.g. ``"ckpt.pth (latentface stage 1)"``.
+    """
+
+    def names(keys: list[str]) -> str:
+        shown = ", ".join(source.get(k, k) for k in sorted(keys)[:3])
+        return shown + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if missing:
+        raise BenchError(f"{where}: missing tensors {names(missing)}; the file does not hold this model at these settings")
+    if unexpected:
+        raise BenchError(f"{where}: unexpected tensors {names(unexpected)}; the file holds a different model")
+    wrong = [k for k in expected if tuple(given[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise BenchError(
+            f"{where}: {source.get(k, k)} has shape {tuple(given[k].shape)}, the model expects {tuple(expected[k].shape)}"
+            f"{f' (+{len(wrong) - 1} more)' if len(wrong) > 1 else ''}; check the size settings (the released "
+            "networks are the paper preset: 64 px, width 1, 256-d latents)"
+        )
