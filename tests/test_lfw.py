@@ -2,7 +2,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.datasets.lfw import LFW, LFWConfig, pairs_to_tensors, parse_pairs
+from harness.datasets.lfw import LFW, LFWConfig
+from harness.datasets.pairs import pairs_to_tensors, parse_lfw_pairs as parse_pairs
 from harness.errors import BenchError
 
 PAIRS = """2\t2

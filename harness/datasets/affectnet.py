@@ -145,7 +145,8 @@ class AffectNet(FaceDataset):
             key,
             lambda: load_images([folder / p for p in rows.paths], self.cfg.size, boxes=rows.boxes, desc=f"{self.name} {split}"),
         )
-        return ImageSet(images, labels=torch.from_numpy(rows.labels), class_names=CLASSES)
+        names = tuple(f"{folder.name}/{p}" for p in rows.paths)  # relative to affectnet/
+        return ImageSet(images, labels=torch.from_numpy(rows.labels), class_names=CLASSES, names=names)
 
 
 @register_dataset("affectnet-pose30")

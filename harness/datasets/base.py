@@ -26,6 +26,8 @@ class ImageSet:
         identities: int64 person ids (N,) where known.
         class_names: names of the label values, index = label.
         extras: further per-image ground truth (e.g. synthetic pose, depth maps).
+        names: each image's file path relative to the dataset's folder, where the images are
+            files (empty for generated data).
     """
 
     images: torch.Tensor
@@ -33,10 +35,13 @@ class ImageSet:
     identities: Optional[torch.Tensor] = None
     class_names: tuple[str, ...] = ()
     extras: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
             raise ValueError(f"ImageSet wants uint8 (N,3,S,S) images, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.names and len(self.names) != len(self.images):
+            raise ValueError(f"ImageSet got {len(self.names)} names for {len(self.images)} images")
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -57,7 +57,8 @@ class FolderDataset(FaceDataset):
         files = [files[i] for i in keep.tolist()]
         key = {"dataset": self.name, "split": split, "files": [str(f.relative_to(root)) for f in files], "size": self.cfg.size}
         images = cached(self.cache_dir, "images", key, lambda: load_images(files, self.cfg.size, desc=f"{self.name} {split}"))
-        return ImageSet(images, labels=labels_t[keep], class_names=tuple(classes))
+        names = tuple(str(f.relative_to(root.parent)) for f in files)  # <split>/<class>/<file>
+        return ImageSet(images, labels=labels_t[keep], class_names=tuple(classes), names=names)
 
 
 def stratified_subset(labels: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:

@@ -10,6 +10,7 @@ that clips of one person share no photo; a person with fewer photos than ``clip_
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,9 +51,12 @@ class LFWClips(LFW):
     tasks = frozenset({"clips", "pretrain"})
     Config = LFWClipsConfig
 
+    def image_folder(self) -> Path:
+        return self.require(IMAGE_DIR)
+
     def people(self) -> dict[str, list[str]]:
         """Image names (relative to the image folder) of every person with enough photos."""
-        folder = self.require(IMAGE_DIR)
+        folder = self.image_folder()
         people = {}
         for person in sorted(p for p in folder.iterdir() if p.is_dir()):
             names = sorted(f"{person.name}/{f.name}" for f in person.glob("*.jpg"))

@@ -80,4 +80,4 @@ class RAFDB(FaceDataset):
         files = [folder / f"{name.rsplit('.', 1)[0]}_aligned.jpg" for name in names]
         key = {"dataset": "rafdb", "split": split, "names": names, "size": self.cfg.size}
         images = cached(self.cache_dir, "images", key, lambda: load_images(files, self.cfg.size, desc=f"rafdb {split}"))
-        return ImageSet(images, labels=labels_t, class_names=CLASSES)
+        return ImageSet(images, labels=labels_t, class_names=CLASSES, names=tuple(str(f.relative_to(folder.parents[1])) for f in files))
