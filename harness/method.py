@@ -109,8 +109,18 @@ class Method:
         return int(getattr(self.cfg, "input_size", 64))
 
     def artifacts(self) -> list[Artifact]:
-        """Trained artifacts this method needs, dependencies first (none for fixed methods)."""
+        """Trained artifacts this method needs, dependencies first (none for fixed methods, and
+        none for weights loaded from a file: such a cell never trains)."""
         return []
+
+    def weights_file(self) -> dict | None:
+        """The weight file the method loads instead of training (a released checkpoint, an
+        outside encoder): ``{"path", "sha256", ...}``; None for trained and fixed methods.
+
+        Its sha256, not its path, identifies the model: it enters the cell's config hash and
+        the feature-cache key, so a changed file never reuses old results.
+        """
+        return None
 
     def prepare(self) -> None:
         """Build (or load) every artifact, then make the method ready to ``encode``."""
@@ -148,13 +158,17 @@ class Method:
 
     def fingerprint(self) -> dict:
         """Identifies the trained model behind the features (feature-cache key)."""
-        return {
+        key = {
             "method": self.name,
             "variant": self.variant,
             "config": self.cfg.to_dict(),
             "artifacts": [a.hash for a in self.artifacts()],
             "seed": self.ctx.seed,
         }
+        weights = self.weights_file()
+        if weights is not None:
+            key["weights"] = weights["sha256"]
+        return key
 
     def info(self) -> dict:
         """Facts to record in result files (e.g. which perceptual-loss weights were used)."""

@@ -138,7 +138,10 @@ class Session:
             "protocol": {"name": cell.protocol, "version": protocol.version, "config": protocol.cfg.to_dict()},
             "dataset": self.dataset(cell.dataset).fingerprint(),
         }
-        if method.artifacts():  # only learned methods depend on the pretraining data
+        weights = method.weights_file()
+        if weights is not None:  # loaded from a file: the file is the model, no pretraining data
+            resolved["weights"] = weights
+        elif method.artifacts():  # only learned methods depend on the pretraining data
             resolved["pretrain"] = {
                 "config": self.pretrain.to_dict(),
                 "data": method.ctx.pretrain_fingerprint,

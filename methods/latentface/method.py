@@ -40,6 +40,7 @@ from harness.io import atomic_path, cached, torch_load, torch_save
 from harness.registry import register_ablation, register_method
 from harness.train import fit
 from harness.method import Method, MethodContext, model_seed, part_slices, to_input
+from methods.latentface.checkpoint import load_stage2_weights
 from methods.latentface.denoiser import Denoiser, IdentityEncoder
 from methods.latentface.diffusion import SAMPLERS, WEIGHTINGS, Schedule, ddim_sample, denoising_loss, start_noise
 from methods.unsup3d.method import (
@@ -49,6 +50,7 @@ from methods.unsup3d.method import (
     perceptual_source,
     predicted_depth,
     stage1_artifact,
+    stage1_checkpoint,
     stage1_config,
 )
 from methods.unsup3d.model import FIGURE_TILE, FOV_DEGREES, Unsup3D, canonical_depth
@@ -70,7 +72,9 @@ VIEWS = ("fer", "verification", "parts")
 #: held-out clips (and frames of each) shown in the identity figure.
 FIGURE_CLIPS, FIGURE_FRAMES = 3, 8
 #: stage-2 fields that change sampling only, not the trained weights (kept out of the artifact key).
-_SAMPLING_FIELDS = ("sampler", "sample_steps")
+_SAMPLING_FIELDS = ("sampler", "sample_steps", "noise")
+#: where the RDM's start noise comes from (``noise``): per (seed, sample) or fresh at every call.
+NOISE = ("seeded", "per-call")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +89,18 @@ class LatentFaceConfig(Unsup3DConfig):
             encoder ablation's MLP.
         stage2_epochs: passes over the training frames (paper: 30).
         stage2_batch_size: frames per step (paper: 16 clips of 16 frames = 256).
-        stage2_lr, stage2_weight_decay: Adam with a cosine schedule (paper: 1e-4; the released
-            code adds weight decay 5e-4).
+        stage2_lr, stage2_weight_decay: Adam with a cosine schedule (paper: 1e-4, silent on weight
+            decay; the ``paper`` preset follows the released ``model_diffusion.py``: 5e-4).
+        stage2_lr_period, stage2_min_lr: the cosine schedule's T_max in epochs (0: the whole run,
+            decaying to ``stage2_min_lr``) and eta_min; the released code: 100 and 1e-5.
         diffusion_steps: T of the noise schedule (paper: 1000, linear betas 1e-4..0.02).
         loss_weighting: ``snr`` (paper Eq. 12), ``min-snr`` (SNR clipped at 5) or ``none``.
         sampler: ``ddim`` (correct) or ``legacy`` (the released code's diffusers 0.14 behaviour).
         sample_steps: DDIM steps S (paper: 5, timesteps 800, 600, 400, 200, 0).
+        noise: the RDM's start noise: ``seeded`` (default) draws it per (seed, sample index), so
+            features are reproducible and independent of batching; ``per-call`` draws it afresh
+            at every forward pass, as the released evaluation does (``torch.randn`` per batch,
+            again for the mirrored image), from a generator seeded by the cell.
         holdout: fraction of the clips (of the identities, where the data knows them) kept out
             of stage-2 training, for the identity-distance diagnostic and the figure.
     """
@@ -108,8 +118,13 @@ class LatentFaceConfig(Unsup3DConfig):
     sampler: str = "ddim"
     sample_steps: int = 5
     holdout: float = 0.1
+    stage2_lr_period: int = 0
+    stage2_min_lr: float = 0.0
+    noise: str = "seeded"
 
     SHARED_SECTIONS = ("unsup3d",)
+    SECTION = "latentface"
+    LATE_FIELDS = Unsup3DConfig.LATE_FIELDS + ("stage2_lr_period", "stage2_min_lr", "noise")
     PRESETS = {
         "smoke": {**Unsup3DConfig.PRESETS["smoke"], "stage2_width": 32, "stage2_epochs": 1, "stage2_batch_size": 16},
         "paper": {
@@ -117,6 +132,9 @@ class LatentFaceConfig(Unsup3DConfig):
             "stage2_width": 128,
             "stage2_batch_size": 256,
             "stage2_lr": 1e-4,
+            "stage2_weight_decay": 5e-4,
+            "stage2_lr_period": 100,
+            "stage2_min_lr": 1e-5,
             "loss_weighting": "snr",
         },
     }
@@ -133,6 +151,10 @@ class LatentFaceConfig(Unsup3DConfig):
             raise BenchError("latentface.sample_steps: between 1 and diffusion_steps")
         if not 0.0 <= self.holdout < 1.0:
             raise BenchError("latentface.holdout: a fraction in [0, 1)")
+        if self.noise not in NOISE:
+            raise BenchError(f"latentface.noise={self.noise!r}: choose one of {', '.join(NOISE)}")
+        if self.stage2_lr_period < 0 or self.stage2_min_lr < 0:
+            raise BenchError("latentface.stage2_lr_period and stage2_min_lr must be >= 0 (0: the whole run, to zero)")
 
     def stage2_dict(self) -> dict[str, Any]:
         """The stage-2 fields (what the stage-2 artifact key needs besides stage 1's hash)."""
@@ -211,12 +233,18 @@ class IdentityModel(nn.Module):
         return denoising_loss(lambda z_t, t: net(z_t, t, z_exp), z_id, self.schedule, self.cfg.loss_weighting, generator)
 
     @torch.no_grad()
-    def predict(self, kind: str, z_exp: torch.Tensor, seed: int, index: torch.Tensor) -> torch.Tensor:
-        """Z_id_hat (B, D) for frame latents (B, D); the RDM's start noise is seeded by (seed, index)."""
+    def predict(
+        self, kind: str, z_exp: torch.Tensor, seed: int, index: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        """Z_id_hat (B, D) for frame latents (B, D); the RDM's start noise is seeded by (seed,
+        index), or drawn afresh from ``generator`` when given (``noise=per-call``)."""
         net = self.nets[kind]
         if self.model == "encoder":
             return net(z_exp)
-        noise = start_noise(seed, index, z_exp.shape[1], salt=kind).to(z_exp)
+        if generator is not None:
+            noise = torch.randn(z_exp.shape, generator=generator).to(z_exp)
+        else:
+            noise = start_noise(seed, index, z_exp.shape[1], salt=kind).to(z_exp)
         return ddim_sample(lambda z_t, t: net(z_t, t, z_exp), noise, self.schedule, self.cfg.sample_steps, self.cfg.sampler)
 
 
@@ -227,7 +255,8 @@ def train_kind(
     cfg = stage2.cfg
     net = stage2.nets[kind].to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.stage2_epochs)
+    period = cfg.stage2_lr_period or cfg.stage2_epochs  # stepped once per epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period, eta_min=cfg.stage2_min_lr)
     # Steps and noise of the diffusion loss; a resumed run draws them afresh (batches stay exact).
     generator = torch.Generator().manual_seed(seed)
     dim = z_exp.shape[1]
@@ -376,27 +405,40 @@ class LatentFace(Method):
         self.model, self.kinds = VARIANTS[variant]
         self.stage1: Optional[Unsup3D] = None
         self.stage2: Optional[IdentityModel] = None
+        self.noise: Optional[torch.Generator] = None  # the start-noise stream of noise=per-call
+        if cfg.checkpoint and self.model is not None:  # fail now, as one line, if the file lacks stage 2
+            stage1_checkpoint(cfg).require_stage2(self.model, self.kinds)
 
     def artifacts(self) -> list[Artifact]:
+        if self.cfg.checkpoint:  # loaded from a file: nothing to train
+            return []
         stage1 = stage1_artifact(self.cfg, self.ctx)
         if self.model is None:
             return [stage1]
         return [stage1, stage2_artifact(self.cfg, self.ctx, self.model, self.kinds)]
 
+    def weights_file(self) -> Optional[dict]:
+        return stage1_checkpoint(self.cfg).record() if self.cfg.checkpoint else None
+
     def load(self) -> None:
         self.stage1 = load_stage1(self.cfg, self.ctx)
         if self.model is not None:
-            folder = stage2_artifact(self.cfg, self.ctx, self.model, self.kinds).ensure(self.ctx.cache_dir)
             stage2 = IdentityModel(self.model, self.kinds, stage1_config(self.cfg).latent_dim, self.cfg)
-            stage2.load_state_dict(torch_load(folder / "model.pt"))
+            if self.cfg.checkpoint:
+                load_stage2_weights(stage2, self.model, stage1_checkpoint(self.cfg))
+            else:
+                folder = stage2_artifact(self.cfg, self.ctx, self.model, self.kinds).ensure(self.ctx.cache_dir)
+                stage2.load_state_dict(torch_load(folder / "model.pt"))
             self.stage2 = stage2.requires_grad_(False).to(self.ctx.device).eval()
+        if self.cfg.noise == "per-call":
+            self.noise = torch.Generator().manual_seed(model_seed(self.ctx, "per-call noise"))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:
         if view not in VIEWS:
             raise BenchError(f"latentface has features for {', '.join(VIEWS)}, not {view!r}")
         latents = self.stage1.encode_latents(x)
-        z_id = {kind: self.stage2.predict(kind, latents[kind], self.ctx.seed, index) for kind in self.kinds}
+        z_id = {kind: self.stage2.predict(kind, latents[kind], self.ctx.seed, index, self.noise) for kind in self.kinds}
         value = {
             "Z": lambda k: latents[k],
             "Z_id": lambda k: z_id[k],
@@ -440,15 +482,16 @@ class LatentFace(Method):
         return predicted_depth(self.stage1, x)
 
     def info(self) -> dict:
-        source = perceptual_source(self.cfg)
-        info: dict[str, Any] = {
-            "perceptual_loss": source.mode,
-            "perceptual_loss_detail": source.describe(),
-            "stage2": self.model or "none",
-            "features": {view: self.feature_layout(view) for view in VIEWS},
-        }
+        info: dict[str, Any] = {"stage2": self.model or "none", "features": {view: self.feature_layout(view) for view in VIEWS}}
+        if self.cfg.checkpoint:
+            info["weights"] = self.weights_file()
+        else:
+            source = perceptual_source(self.cfg)
+            info.update(perceptual_loss=source.mode, perceptual_loss_detail=source.describe())
         if self.model == "rdm":
-            info.update(sampler=self.cfg.sampler, sample_steps=self.cfg.sample_steps, loss_weighting=self.cfg.loss_weighting)
+            info.update(sampler=self.cfg.sampler, sample_steps=self.cfg.sample_steps, noise=self.cfg.noise)
+            if not self.cfg.checkpoint:
+                info["loss_weighting"] = self.cfg.loss_weighting
         return info
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from methods.unsup3d.losses import (
     scale_invariant_depth_error,
     vgg16_relu3_3,
 )
+from methods.unsup3d.checkpoint import CheckpointFile, load_stage1_weights, read_checkpoint
 from methods.unsup3d.model import FOV_DEGREES, Unsup3D, save_reconstruction_grid
 from methods.unsup3d.networks import CHANNELS_PER_GROUP, down_stages
 
@@ -57,8 +58,9 @@ class Unsup3DConfig(Config):
             a multiple of 1/16.
         latent_dim: size of Z_t and Z_s (paper: 256).
         epochs, batch_size: schedule (paper: 30 epochs, batch 16).
-        lr, weight_decay: Adam (paper: 1e-4; the Unsup3D reference adds weight decay 5e-4;
-            ``quick`` doubles the rate for its few hundred steps).
+        lr, weight_decay: Adam (paper: 1e-4, silent on weight decay; the ``paper`` preset follows
+            Unsup3D's released training, 5e-4; ``quick`` doubles the rate for its few hundred
+            steps and has none).
         grad_clip: global gradient-norm clipping, None for off (a public re-implementation
             used 5 against training collapse).
         train_images: train on the first this many pretraining images, 0 for all.
@@ -69,6 +71,11 @@ class Unsup3DConfig(Config):
         flip_weight, perceptual_weight: lambda_flip and lambda_f of paper Eq. 11.
         renderer: rasterizer backend, ``torch``, ``pytorch3d`` or ``auto``.
         ckpt_every: also checkpoint every this many steps (0: once per epoch).
+        checkpoint: a weight file to load instead of training (``methods/unsup3d/checkpoint.py``):
+            an Unsup3D release (``checkpoint030.pth``), a LatentFace release (``diffusion_64.pth``)
+            or this project's stage-1 ``model.pt``; empty: train. The file's sha256 identifies
+            the model in caches and results; the size settings must match it (the releases are
+            the ``paper`` preset's networks).
     """
 
     input_size: int = 32
@@ -87,11 +94,20 @@ class Unsup3DConfig(Config):
     perceptual_weight: float = 1.0
     renderer: str = "torch"
     ckpt_every: int = 0
+    checkpoint: str = ""
 
     PRESETS = {
         "smoke": {"width": 0.125, "latent_dim": 16, "epochs": 1, "batch_size": 8, "train_images": 32},
-        "paper": {"input_size": 64, "width": 1.0, "latent_dim": 256, "epochs": 30, "batch_size": 16, "lr": 1e-4, "grad_clip": None},
+        "paper": {
+            "input_size": 64, "width": 1.0, "latent_dim": 256, "epochs": 30, "batch_size": 16, "lr": 1e-4, "grad_clip": None,
+            "weight_decay": 5e-4,
+        },
     }
+    #: fields added after results were stored: left out of ``to_dict`` (config hashes, artifact
+    #: keys) while at their defaults, so those results and trained models stay valid
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint",)
+    #: the ``--set`` section, for messages about this config's settings
+    SECTION: ClassVar[str] = "unsup3d"
 
     def check(self) -> None:
         try:
@@ -108,6 +124,15 @@ class Unsup3DConfig(Config):
             raise BenchError("unsup3d.renderer: choose one of torch, pytorch3d, auto")
         if min(self.epochs, self.batch_size, self.latent_dim) < 1:
             raise BenchError("unsup3d: epochs, batch_size and latent_dim must be positive")
+        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
+            raise BenchError(f"checkpoint={self.checkpoint}: no such file; give the path of a checkpoint (or leave it empty to train)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in self.LATE_FIELDS:
+            if getattr(self, name) == self.__dataclass_fields__[name].default:
+                del out[name]
+        return out
 
 
 # --- stage 1 as a shared artifact ----------------------------------------------------------------
@@ -250,12 +275,29 @@ def stage1_artifact(cfg: Config, ctx: MethodContext, light: bool = True, pose: b
 
 
 def load_stage1(cfg: Config, ctx: MethodContext, light: bool = True, pose: bool = True) -> Unsup3D:
-    """The trained stage-1 model (built first if needed), frozen, in eval mode on ``ctx.device``."""
-    folder = stage1_artifact(cfg, ctx, light=light, pose=pose).ensure(ctx.cache_dir)
-    model = build_model(cfg, seed=0, light=light, pose=pose)  # weights come from the file
-    model.load_state_dict(torch_load(folder / "model.pt"))
+    """The stage-1 model, frozen, in eval mode on ``ctx.device``: from ``cfg.checkpoint`` when
+    set, else the trained artifact (built first if needed)."""
+    model = build_model(cfg, seed=0, light=light, pose=pose)  # weights come from a file
+    if cfg.checkpoint:
+        load_stage1_weights(model, stage1_checkpoint(cfg, light, pose))
+    else:
+        folder = stage1_artifact(cfg, ctx, light=light, pose=pose).ensure(ctx.cache_dir)
+        model.load_state_dict(torch_load(folder / "model.pt"))
     model.requires_grad_(False)
     return model.to(ctx.device).eval()
+
+
+def stage1_checkpoint(cfg: Config, light: bool = True, pose: bool = True) -> CheckpointFile:
+    """``cfg.checkpoint`` read and checked against a stage-1 model with/without light and pose
+    encoders (one-line errors for what cannot fit, before anything runs)."""
+    ckpt = read_checkpoint(cfg.checkpoint, f"{cfg.SECTION}.checkpoint")
+    if ckpt.layout != "project" and not (light and pose):
+        missing = "light" if not light else "pose"
+        raise BenchError(
+            f"{ckpt.where}: the released model has a {missing} encoder; the no-{missing} ablation retrains stage 1 "
+            "without it, so it cannot come from this file (use variant default, no-shape or no-texture)"
+        )
+    return ckpt
 
 
 # --- the registered method -----------------------------------------------------------------------
@@ -286,9 +328,16 @@ class Unsup3DMethod(Method):
         self.kinds = tuple(k for k in LATENT_KINDS if k != _DROPPED.get(variant))
         self.environment = tuple(e for e in ENVIRONMENT if self.ablation.get(e, True))
         self.model: Optional[Unsup3D] = None
+        if cfg.checkpoint:  # fail now, as one line, if the file cannot serve this variant
+            stage1_checkpoint(cfg, **self.ablation)
 
     def artifacts(self) -> list[Artifact]:
+        if self.cfg.checkpoint:
+            return []
         return [stage1_artifact(self.cfg, self.ctx, **self.ablation)]
+
+    def weights_file(self) -> Optional[dict]:
+        return stage1_checkpoint(self.cfg, **self.ablation).record() if self.cfg.checkpoint else None
 
     def load(self) -> None:
         self.model = load_stage1(self.cfg, self.ctx, **self.ablation)
@@ -308,6 +357,8 @@ class Unsup3DMethod(Method):
         return predicted_depth(self.model, x)
 
     def info(self) -> dict:
+        if self.cfg.checkpoint:
+            return {"weights": self.weights_file(), "features": list(self.kinds)}
         source = perceptual_source(self.cfg)
         return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe(), "features": list(self.kinds)}
 
