@@ -13,7 +13,7 @@ from harness.config import PRESETS, load_config_file, parse_overrides
 from harness.errors import BenchError
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
-from harness.runner import Cell, Settings, check_cell, session_for
+from harness.runner import Cell, Settings, check_cell, dump_folder, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"also log training to: {', '.join(BACKENDS)} (comma-separated; optional extras of the same "
                      f"name; WANDB_MODE=offline works without a network). Default: ${LOG_ENV}, else only the CSV "
                      "and PNG of the losses beside each checkpoint")
+    how.add_argument("--dump-features", metavar="DIR",
+                     help="also write the features each cell evaluated, one .npz per split (features, names, "
+                     "labels/identities, the cell) under DIR/<protocol>/<dataset>/<cell>/; finished cells without "
+                     "a dump are evaluated again from the feature cache")
     modes = p.add_argument_group("other modes")
     modes.add_argument("--dry-run", action="store_true",
                        help="print the artifact graph, the cells (and whether they are done) and the jobs, then exit")
@@ -215,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
         cache_dir=args.cache_dir,
         device=args.device,
+        dump_features=args.dump_features,
     )
     cells = plan(args)
     session = session_for(settings)
@@ -222,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     for cell in cells:
         check_cell(session, cell)
     paths = {cell: session.result_path(cell) for cell in cells}
-    todo = [c for c in cells if args.rerun or not paths[c].exists()]
+    todo = [c for c in cells if args.rerun or not paths[c].exists() or missing_dump(settings, paths[c])]
     options = dispatch.Options(
         profile=args.slurm_profile, slurm=tuple(args.slurm_overrides), plugins=tuple(split(args.plugins)), detach=args.detach
     )
@@ -245,6 +250,11 @@ def run(args: argparse.Namespace) -> int:
     mine = {p.resolve() for p in paths.values()}
     _, run_tables = tables.build_tables([r for r in tables.load_results(store) if Path(r["_path"]).resolve() in mine])
     return show_tables(run_tables, store, f"Tables of this run's {len(cells)} cell{'s' if len(cells) != 1 else ''}")
+
+
+def missing_dump(settings: Settings, result_path: Path) -> bool:
+    """``--dump-features`` was asked for and this cell's dump is not complete."""
+    return bool(settings.dump_features) and not (dump_folder(settings, result_path) / "cell.json").exists()
 
 
 def show_tables(generated: dict[str, "tables.Table"], store: Path, heading: str = "") -> int:

@@ -208,6 +208,7 @@ def absolute(settings: Settings) -> Settings:
         data_root=root,
         results_dir=str(Path(settings.results_dir).resolve()),
         cache_dir=str(Path(settings.cache_dir).resolve()),
+        dump_features=str(Path(settings.dump_features).resolve()) if settings.dump_features else None,
     )
 
 

@@ -7,12 +7,14 @@ Which images a split holds and what is read from the method are the protocol's t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness.datasets.base import FaceDataset, ImageSet
-from harness.io import cached
+from harness.io import atomic_path, cached, write_json
 from harness.method import Method, to_input
 from harness.progress import progress
 from harness.protocol import Protocol
@@ -28,6 +30,7 @@ class FeatureSource:
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self._prepared = False
+        self.served: dict[tuple[str, bool], torch.Tensor] = {}  # what the protocol read, for ``dump``
 
     def images(self, split: str) -> ImageSet:
         return self.protocol.images(self.dataset, split)
@@ -43,7 +46,38 @@ class FeatureSource:
         }
 
     def get(self, split: str, flip: bool = False) -> torch.Tensor:
-        return cached(self.cache_dir, "features", self.key(split, flip), lambda: self._compute(split, flip))
+        features = cached(self.cache_dir, "features", self.key(split, flip), lambda: self._compute(split, flip))
+        self.served[(split, flip)] = features
+        return features
+
+    def dump(self, folder: Path, cell: dict) -> list[Path]:
+        """Write the features the protocol read, one ``<split>.npz`` per split, then ``cell.json``.
+
+        Each file holds ``features`` (float32, N x D; ``features_flipped`` too where the protocol
+        read the mirrored images'), ``index`` (position in the split), ``names`` (image paths
+        relative to the dataset folder, where the images are files), ``labels`` and
+        ``identities`` where known, and ``cell`` (JSON: the cell, its config hash and the
+        split). ``cell.json`` is written last: a dump without it is incomplete.
+        """
+        written = []
+        for split in sorted({s for s, _ in self.served}):
+            images = self.images(split)
+            arrays: dict[str, np.ndarray] = {"index": np.arange(len(images))}
+            for flip, key in ((False, "features"), (True, "features_flipped")):
+                if (split, flip) in self.served:
+                    arrays[key] = self.served[(split, flip)].float().flatten(1).numpy()
+            if images.names:
+                arrays["names"] = np.array(images.names)
+            for key in ("labels", "identities"):
+                if getattr(images, key) is not None:
+                    arrays[key] = getattr(images, key).numpy()
+            arrays["cell"] = np.array(json.dumps({**cell, "split": split}, sort_keys=True))
+            path = Path(folder) / f"{split}.npz"
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+            written.append(path)
+        write_json(Path(folder) / "cell.json", {**cell, "files": [p.name for p in written]})
+        return written
 
     def _compute(self, split: str, flip: bool) -> torch.Tensor:
         if not self._prepared:  # train or load the model only when a feature is missing

@@ -37,6 +37,7 @@ class Settings:
         results_dir: where result JSON files, tables and figures go.
         cache_dir: decoded images, trained artifacts and features.
         device: ``cpu`` or ``cuda``.
+        dump_features: also write each cell's features under this folder (``dump_folder``).
     """
 
     preset: str = "quick"
@@ -45,6 +46,7 @@ class Settings:
     results_dir: str = "results"
     cache_dir: str = ".cache"
     device: str = "cpu"
+    dump_features: Optional[str] = None
 
     def section(self, name: str, shared: tuple[str, ...] = ()) -> dict[str, str]:
         """``--set`` values of section ``name``, over those of the ``shared`` sections."""
@@ -194,6 +196,9 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
     dataset = session.dataset(cell.dataset)
     features = FeatureSource(method, dataset, protocol, Path(settings.cache_dir))
     metrics = protocol.evaluate(dataset, features, cell.seed)
+    if settings.dump_features:
+        identity = {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset, "result": str(path)}
+        features.dump(dump_folder(settings, path), identity)
     record = {
         "cell": {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset},
         "config": resolved,
@@ -211,6 +216,12 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
     # as it happens, so that a log (Slurm, nohup) shows each result, not only the final tables
     print(f"cell done: {cell.label}: {protocol.summary(metrics)} ({record['provenance']['wall_seconds']:.1f} s)", flush=True)
     return str(path)
+
+
+def dump_folder(settings: Settings, result_path: Path) -> Path:
+    """Where ``--dump-features`` puts a cell's features: ``DIR/<protocol>/<dataset>/<result file stem>/``."""
+    result_path = Path(result_path)
+    return Path(settings.dump_features) / result_path.parent.parent.name / result_path.parent.name / result_path.stem
 
 
 def submit_time_git() -> dict:
