@@ -120,7 +120,7 @@ def method_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
         if args.ablation not in ABLATIONS:
             raise BenchError(f"unknown ablation {args.ablation!r}; known ablations: {', '.join(ABLATIONS)}")
         return list(ABLATIONS[args.ablation].rows)
-    names = split(args.methods) if args.methods else METHODS.names()
+    names = split(args.methods) if args.methods else [n for n in METHODS.names() if METHODS.get(n).in_default_run]
     out = []
     for item in names:
         name, _, variant = item.partition(":")

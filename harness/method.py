@@ -86,6 +86,8 @@ class Method:
         predicts_depth: ``depth`` is implemented.
         depth_fov: field of view in degrees of the camera the predicted depth assumes (a
             monocular method recovers depth only relative to its own focal length).
+        in_default_run: runs when ``--methods`` is not given; False for methods that need a
+            file the user supplies (``timm`` needs weights).
     """
 
     name: ClassVar[str]
@@ -94,6 +96,7 @@ class Method:
     floor: ClassVar[bool] = False
     predicts_depth: ClassVar[bool] = False
     depth_fov: ClassVar[float] = 10.0
+    in_default_run: ClassVar[bool] = True
 
     def __init__(self, cfg: Config, variant: str, ctx: MethodContext) -> None:
         if variant not in self.variants:
