@@ -26,6 +26,8 @@ examples:
   python run_bench.py --ablation rdm                   # the paper's Table 4 rows
   python run_bench.py --methods pixels --protocol verification --datasets lfw --data-root ~/data
   python run_bench.py --methods latentface:rdm-shape --set fer.epochs=5 --seeds 0,1,2
+  python run_bench.py --config configs/released.toml --set latentface.checkpoint=diffusion_64.pth --methods latentface --datasets lfw
+  python run_bench.py --methods timm:resnet50 --set timm.weights=resnet50.pth --dump-features feats/
   python run_bench.py --log tensorboard                # also TensorBoard event files beside each checkpoint
   python run_bench.py --tables-only                    # regenerate tables and figures of {DEFAULT_STORE}/
   python run_bench.py --tables-only --results-dir {REFERENCE_STORE}

@@ -26,10 +26,9 @@ from harness.errors import BenchError
 from harness.method import MethodContext
 from harness.runner import Session, Settings
 from harness.datasets.base import ImageSet
-from methods.latentface.checkpoint import diffusers014_name, project_denoiser_name, save_latentface
-from methods.latentface.denoiser import Denoiser
+from methods.latentface.checkpoint import diffusers014_name, project_denoiser_name, released_denoisers, save_latentface
 from methods.latentface.method import IdentityModel, LatentFace, LatentFaceConfig, train_kind
-from methods.unsup3d.checkpoint import PROJECT_ONLY, project_name, released_name
+from methods.unsup3d.checkpoint import PROJECT_ONLY, project_name, released_name, released_stage1
 from methods.unsup3d.method import Unsup3DConfig, Unsup3DMethod, build_model
 
 SMALL = {"input_size": "64", "width": "0.125", "latent_dim": "16", "stage2_width": "32"}
@@ -38,21 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- fixture files in the released layouts ------------------------------------------------------
 def released_state(cfg: Unsup3DConfig, layout: str, seed: int = 0) -> dict:
-    """Random tensors under every released name of the stage-1 nets (and the denoisers)."""
-    model = build_model(cfg, seed=0)
-    encoder_layers = len(model.depth_net.encoder)
-    g = torch.Generator().manual_seed(seed)
-    state: dict = {}
-    for key, value in model.state_dict().items():
-        if key in PROJECT_ONLY:
-            continue
-        net, rest = released_name(key, encoder_layers, split=layout == "latentface-release").split(".", 1)
-        state.setdefault(net, {})[rest] = torch.randn(value.shape, generator=g)
+    """Random tensors under every released name of the stage-1 nets (and the denoisers): the
+    names come from the project's networks through the inverse mapping."""
+    state = released_stage1(build_model(cfg, seed=0), split=layout == "latentface-release")
     if layout == "latentface-release":
-        for net in ("netEA", "netED"):
-            unet = Denoiser(cfg.latent_dim, cfg.stage2_width).state_dict()
-            state[net] = {diffusers014_name(k.removeprefix("unet.")): torch.randn(v.shape, generator=g) for k, v in unet.items()}
-    return state
+        state.update(released_denoisers(IdentityModel("rdm", ("texture", "shape"), cfg.latent_dim, cfg)))
+    g = torch.Generator().manual_seed(seed)
+    return {net: {k: torch.randn(v.shape, generator=g) for k, v in tensors.items()} for net, tensors in state.items()}
 
 
 class _MetricsTrace:
@@ -335,3 +326,23 @@ def test_new_fields_leave_existing_config_hashes_alone() -> None:
     """Results stored before these options existed keep their hashes (they are not rerun)."""
     assert not {"checkpoint", "noise", "stage2_lr_period", "stage2_min_lr"} & set(LatentFaceConfig().to_dict())
     assert LatentFaceConfig(checkpoint="x.pth", noise="per-call").to_dict()["noise"] == "per-call"
+
+
+def test_a_trained_model_exported_to_one_file_evaluates_identically_without_the_cache(tmp_path, capsys) -> None:
+    from conftest import load_script
+
+    common = ["--preset", "smoke", "--set", "pretrain.data=toy"]
+    argv = ["--methods", "unsup3d", "--protocol", "verification", "--datasets", "toy", *common]
+    assert main([*argv, "--results-dir", str(tmp_path / "trained"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    export = load_script("export_checkpoint")
+    out = tmp_path / "unsup3d.pt"
+    assert export.main(["--method", "unsup3d", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *common]) == 0
+    assert "evaluate it anywhere with --set unsup3d.checkpoint=" in capsys.readouterr().out
+    elsewhere = ["--results-dir", str(tmp_path / "loaded"), "--cache-dir", str(tmp_path / "elsewhere")]
+    assert main([*argv, f"--set=unsup3d.checkpoint={out}", *elsewhere]) == 0
+    (trained,), (loaded,) = (list((tmp_path / d).glob("verification/toy/*.json")) for d in ("trained", "loaded"))
+    trained, loaded = json.loads(trained.read_text()), json.loads(loaded.read_text())
+    assert loaded["metrics"] == trained["metrics"] and loaded["method_info"]["weights"]["layout"] == "project"
+    assert not (tmp_path / "elsewhere" / "artifacts").exists()
+    assert export.main(["--method", "unsup3d", "--out", str(out), "--cache-dir", str(tmp_path / "empty"), *common]) == 2
+    assert "is not trained in" in capsys.readouterr().err

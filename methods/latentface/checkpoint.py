@@ -41,6 +41,16 @@ def diffusers014_name(key: str) -> str:
     return f"{match['block']}{old[match['name']]}.{match['param']}" if match else key
 
 
+def released_denoisers(stage2: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """An RDM ``IdentityModel``'s denoisers as the release saved them: ``{"netEA": ..., "netED": ...}``
+    with diffusers 0.14's tensor names (the inverse of what ``load_stage2_weights`` reads)."""
+    net_of = {kind: net for net, kind in STAGE2_NETS.items()}
+    return {
+        net_of[kind]: {diffusers014_name(k.removeprefix("unet.")): v for k, v in stage2.nets[kind].state_dict().items()}
+        for kind in stage2.nets
+    }
+
+
 def load_stage2_weights(stage2: torch.nn.Module, model: str, ckpt: CheckpointFile) -> None:
     """Copy the file's stage-2 nets into ``stage2`` (an ``IdentityModel`` of ``model`` ``rdm``
     or ``encoder``), strictly, for each latent kind the model disentangles."""

@@ -82,7 +82,9 @@ class LatentFaceConfig(Unsup3DConfig):
     """Stage-1 settings (inherited from ``unsup3d``, same presets) plus stage 2's.
 
     ``--set unsup3d.<field>`` sets stage 1 for both methods, so they keep sharing one stage-1
-    model; ``latentface.<field>`` overrides it for LatentFace alone.
+    model; ``latentface.<field>`` overrides it for LatentFace alone. ``checkpoint`` (a stage-1
+    field) loads the whole model from a file instead: a LatentFace release (both stages) or this
+    project's export (``scripts/export_checkpoint.py``); a stage-1-only file serves ``none``.
 
     Attributes:
         stage2_width: channels of the denoiser UNet (paper: 128) and hidden size of the

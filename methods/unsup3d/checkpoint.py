@@ -77,6 +77,18 @@ def released_name(key: str, encoder_layers: int, split: bool) -> str:
     return f"{net}.network.{rest}"
 
 
+def released_stage1(model: torch.nn.Module, split: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """A stage-1 model's tensors in a released layout: ``{"netD": {"network.0.weight": ...}, ...}``
+    (``split``: LatentFace's ``network1``/``network2``), e.g. to run the authors' code on it."""
+    encoder_layers = len(model.depth_net.encoder)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in model.state_dict().items():
+        if key not in PROJECT_ONLY:
+            net, rest = released_name(key, encoder_layers, split).split(".", 1)
+            out.setdefault(net, {})[rest] = value
+    return out
+
+
 @dataclasses.dataclass
 class CheckpointFile:
     """A weight file with its detected layout.
