@@ -70,7 +70,8 @@ def test_timm_runs_by_name_only_and_lands_in_tables(tmp_path, capsys) -> None:
     torch.manual_seed(0)
     path = tmp_path / "test_resnet.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), path)
-    argv = ["--methods", "timm:test_resnet", "--datasets", "toy", "--preset", "smoke", f"--set=timm.weights={path}"]
+    argv = ["--methods", "timm:test_resnet", "--protocol", "fer,verification", "--datasets", "toy", "--preset", "smoke"]
+    argv.append(f"--set=timm.weights={path}")
     assert main([*argv, "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "| timm [test_resnet]" in out
