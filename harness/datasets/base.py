@@ -14,8 +14,10 @@ import torch
 
 from harness.config import Config
 from harness.errors import BenchError
+from harness.io import cacheable
 
 
+@cacheable
 @dataclasses.dataclass
 class ImageSet:
     """A set of images with optional labels.
@@ -47,6 +49,7 @@ class ImageSet:
         return self.images.shape[0]
 
 
+@cacheable
 @dataclasses.dataclass
 class PairList:
     """Verification pairs as indices into an ImageSet, with their official folds."""
@@ -64,6 +67,7 @@ class PairList:
         return int(self.fold.max()) + 1
 
 
+@cacheable
 @dataclasses.dataclass
 class ClipSet:
     """Clips of one identity each (stage-2 training data): ``clips[i]`` indexes ``frames``."""
