@@ -1,20 +1,25 @@
 """One training loop for every learned method: resume, checkpoints, NaN guard, progress, loss curves.
 
-The loop walks a deterministic permutation per (seed, epoch), so a run resumed from a
-checkpoint sees exactly the batches an uninterrupted run would have seen.
+Resume reproduces an uninterrupted run bit for bit (same machine, same threads): the loop walks a
+deterministic permutation per (seed, epoch), so a resumed run sees the same batches, and each
+checkpoint holds, besides model, optimiser and schedule, every random generator a step may draw
+from (torch CPU and CUDA, numpy, Python's ``random``, and the step's own generators) and the
+partial epoch's loss sums.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
-from harness.errors import TrainingDiverged
+from harness.errors import BenchError, TrainingDiverged
 from harness.io import torch_load, torch_save
 from harness.progress import progress
 from harness.trainlog import TrainLog
@@ -47,6 +52,8 @@ def fit(
     ckpt_every: int = 0,
     desc: str = "train",
     setting_hint: str = "",
+    generators: Optional[Mapping[str, torch.Generator]] = None,
+    batch_setting: str = "",
 ) -> TrainResult:
     """Train ``model`` by minimising ``step(batch)["loss"]`` over ``data``.
 
@@ -63,21 +70,31 @@ def fit(
         ckpt_every: also checkpoint every this many steps (for long epochs on preemptible jobs).
         desc: progress-bar label.
         setting_hint: how to lower the learning rate / enable clipping, for the NaN message.
+        generators: the step's own random generators (e.g. diffusion noise), checkpointed too.
+        batch_setting: the ``--set`` name of the batch size, for the too-few-images message.
     """
     workdir = Path(workdir)
     ckpt = workdir / "last.pt"
+    generators = dict(generators or {})
     n_batches = len(data) // batch_size
     if n_batches == 0:
-        raise ValueError(f"{desc}: {len(data)} training images is less than one batch of {batch_size}")
+        fix = f"lower {batch_setting}" if batch_setting else "lower the batch size"
+        raise BenchError(f"{desc}: {len(data)} training images is less than one batch of {batch_size}; {fix} or train on more images")
     history: list[dict[str, float]] = []
+    sums: dict[str, float] = {}
     start_epoch, start_step = 0, 0
     if ckpt.exists():
         state = torch_load(ckpt)
+        if state.get("order_seed", seed) != seed:
+            raise BenchError(f"{ckpt} was written by a run with another seed; delete the folder to retrain")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         start_epoch, start_step, history = state["epoch"], state["step"], state["history"]
+        sums = dict(state.get("sums") or {})
+        if "rng" in state:
+            set_rng_state(state["rng"], generators)
 
     def save(epoch: int, step_in_epoch: int) -> None:
         torch_save(
@@ -89,6 +106,9 @@ def fit(
                 "epoch": epoch,
                 "step": step_in_epoch,
                 "history": history,
+                "sums": sums if step_in_epoch else {},  # the partial epoch's loss sums
+                "order_seed": seed,
+                "rng": rng_state(generators),
             },
         )
 
@@ -101,8 +121,9 @@ def fit(
     for epoch in range(start_epoch, epochs):
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(data), generator=generator)
-        sums: dict[str, float] = {}
         first = start_step if epoch == start_epoch else 0
+        if first == 0:
+            sums = {}
         for b in range(first, n_batches):
             tic = time.perf_counter()
             batch = data[order[b * batch_size : (b + 1) * batch_size]].to(device, non_blocking=True)
@@ -128,8 +149,7 @@ def fit(
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
             if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < n_batches:
                 save(epoch, b + 1)
-        done = n_batches - first
-        history.append({k: v / max(done, 1) for k, v in sums.items()})
+        history.append({k: v / n_batches for k, v in sums.items()})
         log.epochs(history, n_batches)
         if scheduler is not None:
             scheduler.step()
@@ -139,3 +159,30 @@ def fit(
     model.eval()
     ips = seen / busy if busy > 0 else math.nan
     return TrainResult(history=history, images_per_second=ips)
+
+
+def rng_state(generators: Mapping[str, torch.Generator] = {}) -> dict:
+    """Every random generator a training step may draw from, as tensors and plain values."""
+    keys, pos, has_gauss, gauss = np.random.get_state()[1:]
+    version, mt, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(mt), "gauss_next": gauss_next},
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def set_rng_state(state: dict, generators: Mapping[str, torch.Generator] = {}) -> None:
+    """Restore what ``rng_state`` saved (CUDA only where the same devices are visible)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    for name, generator in generators.items():
+        if name in state["generators"]:
+            generator.set_state(state["generators"][name])

@@ -259,7 +259,8 @@ def train_kind(
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
     period = cfg.stage2_lr_period or cfg.stage2_epochs  # stepped once per epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period, eta_min=cfg.stage2_min_lr)
-    # Steps and noise of the diffusion loss; a resumed run draws them afresh (batches stay exact).
+    # Steps and noise of the diffusion loss; checkpointed with the weights, so a resumed run
+    # draws exactly what an uninterrupted one would.
     generator = torch.Generator().manual_seed(seed)
     dim = z_exp.shape[1]
 
@@ -280,6 +281,7 @@ def train_kind(
         scheduler=scheduler,
         desc=f"latentface stage 2 {stage2.model} {kind}",
         setting_hint=" (--set latentface.stage2_lr=...)",
+        generators={"diffusion": generator},
     )
     return {**result.summary(), "train_seconds": time.perf_counter() - tic}
 
