@@ -10,8 +10,9 @@ that race never train the same thing twice.
 Submitted callables are ``Resumable``: on timeout or preemption submitit requeues the same call,
 and the work resumes from what it left on disk (training from the artifact's ``last.pt``).
 Each submission is recorded in a manifest next to the job logs, so ``--status`` can say which
-cells are done, running, failed (with the log) or missing, and a rerun submits only what is
-missing: cells with a result file, built artifacts and jobs still queued or running are skipped.
+cells are done, stale (their result file was made by older code), running, failed (with the
+log) or missing, and a rerun submits only what is missing: cells with a current result file,
+built artifacts and jobs still queued or running are skipped.
 
 Logs and the manifest of a sweep live in ``<cache-dir>/slurm-logs/<sweep-id>/``: the cache is
 where the trained artifacts go, so it is already on a file system the compute nodes share. The
@@ -626,8 +627,14 @@ def describe(todo: list[Cell], settings: Settings, executor: str, options: Optio
     return "\n".join(lines)
 
 
-def cell_state(plan: Plan, manifest: Manifest, live: dict[str, str], final: dict[str, str], cell: Cell) -> tuple[str, str]:
-    """``(done | running | failed | missing, detail)`` of one cell of the sweep."""
+def cell_state(
+    plan: Plan, manifest: Manifest, live: dict[str, str], final: dict[str, str], cell: Cell,
+    stale: Sequence[tuple[Path, str]] = (),
+) -> tuple[str, str]:
+    """``(done | stale | running | failed | missing, detail)`` of one cell of the sweep.
+
+    ``stale``: result files of the cell that older code made (``Session.stale``).
+    """
     if plan.results[cell].exists():
         return "done", str(plan.results[cell])
     key = plan.key(cell)
@@ -639,12 +646,16 @@ def cell_state(plan: Plan, manifest: Manifest, live: dict[str, str], final: dict
             return "failed", f"needs {aid}: {describe_job(node_key, manifest.jobs, final)}"
     if key in manifest.jobs:
         return "failed", describe_job(key, manifest.jobs, final)
+    if stale:
+        path, why = stale[0]
+        return "stale", f"{path} was made by older code ({why}); rerun to recompute"
     return "missing", "never submitted"
 
 
 def status(todo: list[Cell], settings: Settings, cells: list[Cell]) -> str:
-    """The ``--status`` report: done, running, failed (with the log) or missing, per cell and artifact."""
+    """The ``--status`` report: done, stale, running, failed (with the log) or missing, per cell and artifact."""
     plan = make_plan(todo, settings, cells)
+    session = session_for(plan.settings)
     manifest = Manifest(plan)
     live = live_jobs(manifest.jobs)
     final = final_states(manifest.jobs)
@@ -662,8 +673,9 @@ def status(todo: list[Cell], settings: Settings, cells: list[Cell]) -> str:
             state = "missing  never submitted"
         lines.append(f"  artifact {node.id}: {state}")
     for cell in plan.cells:
-        state, detail = cell_state(plan, manifest, live, final, cell)
+        stale = session.stale(cell) if not plan.results[cell].exists() else []
+        state, detail = cell_state(plan, manifest, live, final, cell, stale)
         counts[state] += 1
         lines.append(f"  {state:8s} {cell.label}  {detail}")
-    lines.append(", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "missing")))
+    lines.append(", ".join(f"{counts[s]} {s}" for s in ("done", "stale", "running", "failed", "missing")))
     return "\n".join(lines)

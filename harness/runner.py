@@ -1,14 +1,19 @@
 """Cells and how one is run: dataset -> method training -> features -> protocol -> result file.
 
-A cell is (method, variant, protocol, dataset, seed); with the run settings it resolves to a
-full config whose hash names its result file. ``run_cell`` is a plain function of picklable
-arguments, so every executor (inline, local processes, Slurm arrays) submits the same thing.
+A cell is (method, variant, protocol, dataset, seed); with the run settings it resolves to its
+identity: the full config, the protocol's version and the hash (so the code version) of every
+artifact it uses. The identity's hash names its result file, so a result made by older code is
+not "done": the cell runs again, and the new result replaces the old one (moved to
+``<results>/superseded/``). ``run_cell`` is a plain function of picklable arguments, so every
+executor (inline, local processes, Slurm arrays) submits the same thing.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +25,7 @@ from harness.config import PretrainConfig, config_hash
 from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
 from harness.features import FeatureSource
-from harness.io import write_json
+from harness.io import make_dirs, write_json
 from harness.provenance import git_state, provenance
 from harness.registry import DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.method import Method, MethodContext
@@ -131,7 +136,8 @@ class Session:
         return cls(cls.Config.resolve(self.settings.preset, self.settings.section(name), name))
 
     def resolve(self, cell: Cell) -> dict[str, Any]:
-        """The full config of a cell (everything that can change its numbers, except the seed)."""
+        """The identity of a cell: everything that can change its numbers (except the seed),
+        the code versions included: the protocol's, and every artifact's hash."""
         method = self.method(cell.method, cell.variant, cell.seed)
         protocol = self.protocol(cell.protocol)
         resolved: dict[str, Any] = {
@@ -141,14 +147,16 @@ class Session:
             "dataset": self.dataset(cell.dataset).fingerprint(),
         }
         weights = method.weights_file()
+        artifacts = method.artifacts() if weights is None else []
         if weights is not None:  # loaded from a file: the file is the model, no pretraining data
             resolved["weights"] = weights
-        elif method.artifacts():  # only learned methods depend on the pretraining data
+        elif artifacts:  # only learned methods depend on the pretraining data and trained code
             resolved["pretrain"] = {
                 "config": self.pretrain.to_dict(),
                 "data": method.ctx.pretrain_fingerprint,
                 "clips": method.ctx.clips_fingerprint,
             }
+            resolved["artifacts"] = [{"kind": a.kind, "version": a.version, "hash": a.hash} for a in artifacts]
         return resolved
 
     def result_path(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> Path:
@@ -156,6 +164,22 @@ class Session:
         h = config_hash(resolved if resolved is not None else self.resolve(cell))
         name = f"{cell.method}--{cell.variant}--seed{cell.seed}--{h}.json"
         return Path(self.settings.results_dir) / cell.protocol / cell.dataset / name
+
+    def stale(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> list[tuple[Path, str]]:
+        """Result files of this cell with these settings that older code made: ``(path, what changed)``."""
+        resolved = resolved if resolved is not None else self.resolve(cell)
+        current = self.result_path(cell, resolved)
+        out = []
+        for path in sorted(current.parent.glob(f"{cell.method}--{cell.variant}--seed{cell.seed}--*.json")):
+            if path == current:
+                continue
+            try:
+                old = json.loads(path.read_text())["config"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a result file: tables refuse it with their own message
+            if settings_only(old) == settings_only(resolved):
+                out.append((path, code_changes(old, resolved)))
+        return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,21 +192,57 @@ def session_for(settings: Settings) -> Session:
     return _session(json.dumps(dataclasses.asdict(settings), sort_keys=True))
 
 
-def check_cell(session: Session, cell: Cell) -> None:
-    """Fail early, before anything is written, when a cell cannot run."""
-    method_cls = METHODS.get(cell.method)
-    if cell.variant not in method_cls.variants:
-        raise BenchError(f"method {cell.method!r} has no variant {cell.variant!r}; variants: {', '.join(method_cls.variants)}")
-    protocol_cls = PROTOCOLS.get(cell.protocol)
-    dataset_cls = DATASETS.get(cell.dataset)
-    if not protocol_cls.supports(method_cls):
-        raise BenchError(f"protocol {cell.protocol!r} cannot evaluate method {cell.method!r}; see --list for what each protocol needs")
-    if protocol_cls.task not in dataset_cls.tasks:
-        raise BenchError(
-            f"dataset {cell.dataset!r} cannot be used with protocol {cell.protocol!r} "
-            f"(it supports: {', '.join(sorted(dataset_cls.tasks))}); pick another --datasets or --protocol"
-        )
-    session.dataset(cell.dataset)  # data-root problems surface now, as one line
+def settings_only(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A cell identity without the code's versions (artifact hashes, protocol version, data generator)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "generator"}
+        return value
+
+    out = strip(copy.deepcopy(resolved))
+    out.pop("artifacts", None)
+    out.get("protocol", {}).pop("version", None)
+    return out
+
+
+def code_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs in the code versions of two identities with the same settings, readably."""
+    changes = []
+    if old.get("protocol", {}).get("version") != new["protocol"]["version"]:
+        changes.append(f"protocol {new['protocol']['name']} v{old.get('protocol', {}).get('version')} -> v{new['protocol']['version']}")
+    if "artifacts" not in old and "artifacts" in new:
+        changes.append("made before results recorded artifact versions")
+    elif "artifacts" in new:
+        before = {a["kind"]: a for a in old["artifacts"]}
+        for artifact in new["artifacts"]:
+            was = before.get(artifact["kind"])
+            if was is None or was["hash"] != artifact["hash"]:
+                versions = f"v{was['version']} -> v{artifact['version']}" if was and was["version"] != artifact["version"] else "key changed"
+                changes.append(f"{artifact['kind']} {versions}")
+    old_data, new_data = generators(old), generators(new)
+    if old_data != new_data:
+        changes.append(f"data generator {', '.join(old_data)} -> {', '.join(new_data)}")
+    return ", ".join(changes) or "code version"
+
+
+def generators(value: Any) -> list[str]:
+    """The data generator versions named anywhere in an identity (synthetic data), sorted."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        found.update(str(v) for k, v in value.items() if k == "generator")
+        for v in value.values():
+            found.update(generators(v))
+    return sorted(found)
+
+
+def supersede(results_dir: Path, stale: list[tuple[Path, str]]) -> None:
+    """Move result files made by older code to ``<results>/superseded/`` (out of the tables)."""
+    for path, why in stale:
+        target = Path(results_dir) / "superseded" / path.relative_to(results_dir)
+        make_dirs(target.parent)
+        os.replace(path, target)
+        print(f"superseded {path} ({why}); moved to {target}", flush=True)
 
 
 def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) -> str:
@@ -213,6 +273,7 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
         },
     }
     write_json(path, record)
+    supersede(Path(settings.results_dir), session.stale(cell, resolved))
     # as it happens, so that a log (Slurm, nohup) shows each result, not only the final tables
     print(f"cell done: {cell.label}: {protocol.summary(metrics)} ({record['provenance']['wall_seconds']:.1f} s)", flush=True)
     return str(path)
