@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from harness.config import PRESETS, load_config_file, parse_overrides
+import torch
+
+from harness.checks import check_run, known_sections
+from harness.config import PRESETS, check_sections, load_config_file, parse_overrides
 from harness.errors import BenchError
+from harness.io import UNWRITABLE, clean_temporary
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
-from harness.runner import Cell, Settings, check_cell, dump_folder, session_for
+from harness.runner import Cell, Settings, dump_folder, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
@@ -43,8 +47,15 @@ Every trained model keeps its losses (losses_step.csv, losses_epoch.csv, losses.
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error:`` line (exit 2) like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}; see --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="run_bench.py",
         description="Self-supervised facial representation benchmark: train methods, extract frozen features, "
         "evaluate them by linear-probe expression recognition and 10-fold verification, and regenerate the "
@@ -137,8 +148,10 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     datasets = split(args.datasets)
     try:
         seeds = [int(s) for s in split(args.seeds)]
+        if any(s < 0 for s in seeds):
+            raise ValueError
     except ValueError:
-        raise BenchError(f"--seeds {args.seeds!r}: expected comma-separated integers like 0,1,2") from None
+        raise BenchError(f"--seeds {args.seeds!r}: expected comma-separated non-negative integers like 0,1,2") from None
     for name in protocols:
         PROTOCOLS.get(name)
     for name in datasets:
@@ -179,16 +192,37 @@ def print_listing() -> None:
         print(f"  {name:6s} " + ", ".join(f"{m}:{v}" for m, v in ablation.rows))
 
 
+#: our own packages: an import error inside them is a bug, anywhere else a missing package
+OWN_PACKAGES = ("harness", "methods", "protocols", "tests")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the one boundary where every error a user can cause becomes one
+    ``error:`` line and exit code 2. Only bugs end in a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted; finished cells and checkpoints are kept, rerun to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a folder or disk that cannot be written, wherever it surfaced
+        if exc.errno not in UNWRITABLE:
+            raise
+        return fail(f"cannot write {exc.filename or 'a file'} ({exc.strerror}); free some space or choose another --results-dir / --cache-dir")
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.split(".")[0] in OWN_PACKAGES:
+            raise
+        return fail(f"the package {exc.name!r} is not installed; pip install -e . (or the extra that provides it)")
+    except torch.OutOfMemoryError:
+        return fail(f"out of memory on {args.device}; lower the batch sizes (--set SECTION.batch_size=...) or use a larger device")
+
+
+def fail(message: str) -> int:
+    """Print one ``error:`` line (whatever the message holds) and return exit code 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,9 +248,13 @@ def run(args: argparse.Namespace) -> int:
     logs = split(args.log)
     check_backends(logs)
     os.environ[LOG_ENV] = ",".join(logs)  # read by every training loop, here and in submitted jobs
+    from_file = load_config_file(args.config) if args.config else {}
+    from_set = parse_overrides(args.overrides)
+    check_sections(from_file, known_sections(), f"--config {args.config}")
+    check_sections(from_set, known_sections(), "--set")
     settings = Settings(
         preset=args.preset,
-        overrides=merge_overrides(load_config_file(args.config) if args.config else {}, parse_overrides(args.overrides)),
+        overrides=merge_overrides(from_file, from_set),
         data_root=args.data_root,
         results_dir=args.results_dir,
         cache_dir=args.cache_dir,
@@ -225,9 +263,7 @@ def run(args: argparse.Namespace) -> int:
     )
     cells = plan(args)
     session = session_for(settings)
-    session.device  # noqa: B018 -- fail now if cuda was asked for and is absent
-    for cell in cells:
-        check_cell(session, cell)
+    check_run(session, cells)  # every setting, name, path and the data sizes, before any work
     paths = {cell: session.result_path(cell) for cell in cells}
     todo = [c for c in cells if args.rerun or not paths[c].exists() or missing_dump(settings, paths[c])]
     options = dispatch.Options(
@@ -239,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dispatch.describe(todo, settings, args.executor, options, cells))
         return 0
+    for path in clean_temporary(Path(args.results_dir), Path(args.cache_dir)):
+        print(f"removed {path}, left by a killed writer")
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run (preset {args.preset})")
     tic = time.time()
     dispatch.dispatch(todo, settings, args.executor, options, cells)

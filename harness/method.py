@@ -88,6 +88,10 @@ class Method:
             monocular method recovers depth only relative to its own focal length).
         in_default_run: runs when ``--methods`` is not given; False for methods that need a
             file the user supplies (``timm`` needs weights).
+        batches: config fields that are batch sizes of a training loop, and what they batch:
+            ``{field: (task, cap)}`` with task ``"pretrain"`` or ``"clips"`` and ``cap`` the field
+            that limits how many of those images are used (``""``: none); checked before any
+            work against the data (``harness.checks``).
     """
 
     name: ClassVar[str]
@@ -97,6 +101,7 @@ class Method:
     predicts_depth: ClassVar[bool] = False
     depth_fov: ClassVar[float] = 10.0
     in_default_run: ClassVar[bool] = True
+    batches: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def __init__(self, cfg: Config, variant: str, ctx: MethodContext) -> None:
         if variant not in self.variants:

@@ -21,6 +21,7 @@ from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVis
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from harness.config import at_least, choice, fraction
 from harness.errors import BenchError
 from harness.registry import register_method
 from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, SelfSupervisedNet
@@ -91,14 +92,19 @@ class MAEConfig(SelfSupervisedConfig):
         },
     }
 
+    RULES = {
+        **{name: at_least(1) for name in ("patch_size", "embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth", "decoder_heads")},
+        "mask_ratio": fraction,
+        "pool": choice("cls", "mean"),
+    }
+
     def check(self) -> None:
         super().check()
-        if self.pool not in ("cls", "mean"):
-            raise BenchError(f"mae.pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.input_size % self.patch_size:
             raise BenchError(f"mae.input_size {self.input_size} is not a multiple of mae.patch_size {self.patch_size}")
-        if not 0 < self.mask_ratio < 1:
-            raise BenchError(f"mae.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        for width, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, width) % getattr(self, heads):
+                raise BenchError(f"mae.{width}={getattr(self, width)} is not a multiple of mae.{heads}={getattr(self, heads)}")
 
 
 class MAENet(SelfSupervisedNet):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import Config
+from harness.config import Config, at_least, each
 from harness.registry import register_method
 from harness.method import Method, MethodContext, model_seed
 
@@ -24,6 +24,8 @@ class PixelsConfig(Config):
     """
 
     input_size: int = 16
+
+    RULES = {"input_size": at_least(1)}
 
 
 @register_method("pixels")
@@ -48,6 +50,8 @@ class RandomCNNConfig(Config):
 
     input_size: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)
+
+    RULES = {"input_size": at_least(1), "widths": each(at_least(1))}
 
 
 @register_method("random-cnn")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.artifacts import Artifact
-from harness.config import Config
+from harness.config import Config, at_least, between, positive
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.train import fit
@@ -51,11 +51,16 @@ class SelfSupervisedConfig(Config):
     warmup_epochs: int = 0
     grad_clip: float = 0.0
 
+    # batch_size >= 2: contrastive pairs and BatchNorm need two images
+    RULES = {
+        "input_size": at_least(8), "epochs": at_least(1), "batch_size": at_least(2), "train_images": at_least(0),
+        "lr": positive, "beta2": between(0, 1, high_open=True), "weight_decay": at_least(0),
+        "warmup_epochs": at_least(0), "grad_clip": at_least(0),
+    }
+
     def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise BenchError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise BenchError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} of {self.epochs}")
+        if self.warmup_epochs >= self.epochs:
+            raise BenchError(f"warmup_epochs must be below epochs, got {self.warmup_epochs} of {self.epochs}")
 
 
 class SelfSupervisedNet(nn.Module):
@@ -78,6 +83,7 @@ class SelfSupervisedBaseline(Method):
     """
 
     Config = SelfSupervisedConfig
+    batches = {"batch_size": ("pretrain", "train_images")}
     #: bump (per subclass) when a code change alters the trained network for the same config
     artifact_version: ClassVar[int] = 1
     #: config fields that only choose how features are read from the trained network: left
@@ -143,6 +149,7 @@ class SelfSupervisedBaseline(Method):
             scheduler=scheduler,
             desc=self.name,
             setting_hint=f" (e.g. --set {self.name}.lr={cfg.lr / 10:g} or --set {self.name}.grad_clip=1.0)",
+            batch_setting=f"{self.name}.batch_size",
         )
         # Weights alone, for loading features; last.pt (with optimiser state) stays the resume point.
         torch_save(folder / "model.pt", net.state_dict())

@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
+from harness.config import at_least, positive, probability, between
 from harness.errors import BenchError
 from harness.registry import register_method
 from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, SelfSupervisedNet
@@ -85,9 +86,15 @@ class SimCLRConfig(SelfSupervisedConfig):
         },
     }
 
+    RULES = {
+        "width": at_least(1), "proj_layers": at_least(2), "proj_dim": at_least(1), "temperature": positive,
+        "min_scale": between(0, 1, low_open=True), "cj_prob": probability, "cj_strength": at_least(0),
+        "random_gray_scale": probability, "hf_prob": probability, "gaussian_blur": probability,
+    }
+
     def check(self) -> None:
         super().check()
-        if not self.backbone.startswith("resnet"):
+        if not self.backbone.startswith("resnet") or not timm.is_model(self.backbone):
             raise BenchError(f"simclr.backbone must be a timm ResNet (resnet18, resnet50...), got {self.backbone!r}")
 
 

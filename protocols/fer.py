@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from harness import plots
-from harness.config import Config
+from harness.config import Config, at_least, choice, fraction, positive
 from harness.datasets.base import FaceDataset, ImageSet
-from harness.errors import BenchError
 from harness.protocol import Features, Protocol, mean_sd, seeded_generator
 from harness.registry import register_protocol
 
@@ -56,12 +55,9 @@ class FERConfig(Config):
     val_fraction: float = 0.1
 
     PRESETS = {"paper": {"batch_size": 32, "flip_aug": True}}
-
-    def check(self) -> None:
-        if self.select not in ("last", "val"):
-            raise BenchError(f"fer.select={self.select!r}: choose 'last' or 'val' (never the test split)")
-        if not 0 < self.val_fraction < 1:
-            raise BenchError("fer.val_fraction must be between 0 and 1")
+    # batch_size >= 2: BatchNorm cannot train on one sample; select never offers the test split
+    RULES = {"epochs": at_least(1), "lr": positive, "batch_size": at_least(2), "select": choice("last", "val"),
+             "val_fraction": fraction}
 
 
 def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

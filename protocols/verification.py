@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from harness import plots
-from harness.config import Config
+from harness.config import Config, at_least, choice, positive
 from harness.datasets.base import FaceDataset, ImageSet, PairList
-from harness.errors import BenchError
 from harness.protocol import Features, Protocol, seeded_generator
 from harness.registry import register_protocol
 
@@ -56,9 +55,7 @@ class VerificationConfig(Config):
     weight_decay: float = 1e-4
     flip_concat: bool = False
 
-    def check(self) -> None:
-        if self.mode not in MODES:
-            raise BenchError(f"verification.mode={self.mode!r}: choose one of {', '.join(MODES)}")
+    RULES = {"mode": choice(*MODES), "epochs": at_least(1), "lr": positive, "batch_size": at_least(1), "weight_decay": at_least(0)}
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import Config
+from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.registry import DATASETS, load_plugins, register_dataset
 
@@ -40,6 +40,8 @@ def load_script(name: str) -> types.ModuleType:
 @dataclasses.dataclass(frozen=True)
 class ToyConfig(Config):
     size: int = 16
+
+    RULES = {"size": at_least(2)}
 
 
 if "toy" not in DATASETS:
@@ -83,3 +85,6 @@ if "toy" not in DATASETS:
 
         def pretrain(self) -> ImageSet:
             return ImageSet(self._images(64, 4)[0])
+
+        def size(self, task: str) -> int | None:
+            return 64 if task == "pretrain" else None

@@ -21,7 +21,7 @@ def result_files(tmp_path):
         (["--methods", "pixels", "--datasets", "nosuch"], "unknown dataset 'nosuch'"),
         (["--methods", "pixels", "--protocol", "fer", "--datasets", "lfw"], "cannot be used with protocol fer"),
         (["--methods", "pixels", "--ablation", "rdm"], "give only one of them"),
-        (["--methods", "pixels", "--seeds", "a"], "expected comma-separated integers"),
+        (["--methods", "pixels", "--seeds", "a"], "expected comma-separated non-negative integers"),
         (["--methods", "pixels", "--datasets", "lfw", "--data-root", "/nonexistent"], "needs the data root"),
         (["--methods", "pixels", "--set", "fer.nosuch=1", "--datasets", "toy"], "unknown setting fer.nosuch"),
         (["--methods", "pixels:nosuch", "--datasets", "toy"], "has no variant 'nosuch'"),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.config import Config
+from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.datasets.folder import stratified_subset
 from harness.datasets.images import load_images
@@ -61,6 +61,7 @@ class AffectNetConfig(Config):
     test_limit: int = 0
 
     PRESETS = {"smoke": {"train_limit": 700, "test_limit": 350}, "paper": {"train_limit": 0}}
+    RULES = {"size": at_least(8), "train_limit": at_least(0), "test_limit": at_least(0)}
 
 
 @dataclasses.dataclass(frozen=True)

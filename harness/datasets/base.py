@@ -112,6 +112,11 @@ class FaceDataset:
         raise BenchError(f"dataset {self.name!r} has no clips of one identity")
 
     # --- helpers ----------------------------------------------------------------------------
+    def size(self, task: str) -> Optional[int]:
+        """How many images the ``task`` loader returns, where the dataset knows without loading
+        them (for the checks before a run); None otherwise."""
+        return None
+
     def fingerprint(self, task: Optional[str] = None) -> dict:
         """What identifies this dataset's content for caches and result files.
 

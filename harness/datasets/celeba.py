@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.config import Config
+from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.datasets.images import load_images
 from harness.errors import BenchError
@@ -41,13 +41,13 @@ class CelebAConfig(Config):
     pretrain_limit: int = 20000
 
     PRESETS = {"smoke": {"pretrain_limit": 256}, "paper": {"pretrain_limit": 0}}
+    RULES = {"size": at_least(8), "partition": lambda p: None if p in (0, 1, 2) else "expected 0 (train), 1 (val) or 2 (test)",
+             "pretrain_limit": at_least(0)}
 
     def check(self) -> None:
         box = self.crop_box
         if box and (len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]):
             raise BenchError(f"celeba.crop_box={','.join(map(str, box))}: expected left,top,right,bottom with left<right, top<bottom")
-        if self.partition not in (0, 1, 2):
-            raise BenchError(f"celeba.partition={self.partition}: expected 0 (train), 1 (val) or 2 (test)")
 
 
 @register_dataset("celeba")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.config import Config
+from harness.config import Config, at_least, between
 from harness.datasets.base import ImageSet
 from harness.datasets.pairs import Pair, PairsDataset, parse_lfw_pairs
 from harness.errors import BenchError
@@ -48,9 +48,7 @@ class LFWConfig(Config):
     #: at their defaults, so those results stay valid
     LATE_FIELDS: ClassVar[tuple[str, ...]] = ("image_dir",)
 
-    def check(self) -> None:
-        if not 0 < self.crop_fraction <= 1:
-            raise BenchError(f"crop_fraction={self.crop_fraction}: a fraction in (0, 1] (1: no crop)")
+    RULES = {"size": at_least(8), "crop_fraction": between(0, 1, low_open=True), "pretrain_limit": at_least(0)}
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

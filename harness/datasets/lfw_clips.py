@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.config import Config
+from harness.config import Config, at_least, between
 from harness.datasets.base import ClipSet, ImageSet
 from harness.datasets.lfw import IMAGE_DIR, LFW
 from harness.errors import BenchError
@@ -39,9 +39,8 @@ class LFWClipsConfig(Config):
     max_clips_per_person: int = 4
     seed: int = 0
 
-    def check(self) -> None:
-        if self.min_images < 2 or self.clip_frames < 2 or self.max_clips_per_person < 1:
-            raise BenchError("lfw-clips: min_images and clip_frames must be at least 2, max_clips_per_person at least 1")
+    RULES = {"seed": at_least(0), "size": at_least(8), "crop_fraction": between(0, 1, low_open=True), "min_images": at_least(2),
+             "clip_frames": at_least(2), "max_clips_per_person": at_least(1)}
 
 
 @register_dataset("lfw-clips")

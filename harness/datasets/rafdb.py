@@ -15,7 +15,7 @@ import dataclasses
 
 import torch
 
-from harness.config import Config
+from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.datasets.folder import stratified_subset
 from harness.datasets.images import load_images
@@ -41,6 +41,7 @@ class RAFDBConfig(Config):
     test_limit: int = 0
 
     PRESETS = {"smoke": {"train_limit": 700, "test_limit": 350}}
+    RULES = {"size": at_least(8), "train_limit": at_least(0), "test_limit": at_least(0)}
 
 
 @register_dataset("rafdb")

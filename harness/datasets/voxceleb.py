@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.config import Config
+from harness.config import Config, at_least, between
 from harness.datasets.base import ClipSet, FaceDataset, ImageSet
 from harness.datasets.folder import IMAGE_SUFFIXES
 from harness.datasets.images import load_images
@@ -50,11 +50,7 @@ class VoxCelebConfig(Config):
 
     PRESETS = {"smoke": {"max_clips": 8}, "paper": {"max_clips": 0}}
 
-    def check(self) -> None:
-        if self.clip_frames < 2:
-            raise BenchError(f"voxceleb.clip_frames={self.clip_frames}: a clip needs at least 2 frames")
-        if not 0 < self.crop_fraction <= 1:
-            raise BenchError(f"voxceleb.crop_fraction={self.crop_fraction}: must be in (0, 1]")
+    RULES = {"seed": at_least(0), "size": at_least(8), "clip_frames": at_least(2), "max_clips": at_least(0), "crop_fraction": between(0, 1, low_open=True)}
 
 
 @register_dataset("voxceleb")

@@ -35,6 +35,7 @@ from torch import nn
 
 from harness.artifacts import Artifact
 from harness.datasets.base import ClipSet
+from harness.config import at_least, between, choice, positive
 from harness.errors import BenchError
 from harness.io import atomic_path, cached, torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -141,22 +142,28 @@ class LatentFaceConfig(Unsup3DConfig):
         },
     }
 
+    RULES = {
+        "stage2_width": at_least(8),
+        "stage2_epochs": at_least(1),
+        "stage2_batch_size": at_least(1),
+        "stage2_lr": positive,
+        "stage2_weight_decay": at_least(0),
+        "diffusion_steps": at_least(1),
+        "loss_weighting": choice(*WEIGHTINGS),
+        "sampler": choice(*SAMPLERS),
+        "sample_steps": at_least(1),
+        "holdout": between(0, 1, high_open=True),
+        "noise": choice(*NOISE),
+        "stage2_lr_period": at_least(0),  # 0: one cosine period over the whole run
+        "stage2_min_lr": at_least(0),
+    }
+
     def check(self) -> None:
         super().check()
-        if self.loss_weighting not in WEIGHTINGS:
-            raise BenchError(f"latentface.loss_weighting: choose one of {', '.join(WEIGHTINGS)}")
-        if self.sampler not in SAMPLERS:
-            raise BenchError(f"latentface.sampler: choose one of {', '.join(SAMPLERS)}")
-        if self.stage2_width % 8 or self.stage2_width < 8:
+        if self.stage2_width % 8:
             raise BenchError(f"latentface.stage2_width={self.stage2_width}: use a positive multiple of 8")
-        if not 1 <= self.sample_steps <= self.diffusion_steps:
-            raise BenchError("latentface.sample_steps: between 1 and diffusion_steps")
-        if not 0.0 <= self.holdout < 1.0:
-            raise BenchError("latentface.holdout: a fraction in [0, 1)")
-        if self.noise not in NOISE:
-            raise BenchError(f"latentface.noise={self.noise!r}: choose one of {', '.join(NOISE)}")
-        if self.stage2_lr_period < 0 or self.stage2_min_lr < 0:
-            raise BenchError("latentface.stage2_lr_period and stage2_min_lr must be >= 0 (0: the whole run, to zero)")
+        if self.sample_steps > self.diffusion_steps:
+            raise BenchError(f"latentface.sample_steps={self.sample_steps}: at most diffusion_steps ({self.diffusion_steps})")
 
     def stage2_dict(self) -> dict[str, Any]:
         """The stage-2 fields (what the stage-2 artifact key needs besides stage 1's hash)."""
@@ -403,6 +410,7 @@ class LatentFace(Method):
     variants = tuple(VARIANTS)
     predicts_depth = True
     depth_fov = FOV_DEGREES
+    batches = {"batch_size": ("pretrain", "train_images")}  # stage 1; stage 2 caps its batch at the frames
 
     def __init__(self, cfg: LatentFaceConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)

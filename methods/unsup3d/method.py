@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.artifacts import Artifact
-from harness.config import Config
+from harness.config import Config, at_least, choice, optional, positive, power_of_two
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -36,7 +36,7 @@ from methods.unsup3d.losses import (
 )
 from methods.unsup3d.checkpoint import CheckpointFile, load_stage1_weights, read_checkpoint
 from methods.unsup3d.model import FOV_DEGREES, Unsup3D, save_reconstruction_grid
-from methods.unsup3d.networks import CHANNELS_PER_GROUP, down_stages
+from methods.unsup3d.networks import CHANNELS_PER_GROUP
 
 #: bump when a code change alters the trained stage-1 model for the same config
 STAGE1_VERSION = 1
@@ -109,21 +109,29 @@ class Unsup3DConfig(Config):
     #: the ``--set`` section, for messages about this config's settings
     SECTION: ClassVar[str] = "unsup3d"
 
+    RULES = {
+        "input_size": power_of_two(16),  # the encoders halve it down to a 4x4 map
+        "width": positive,
+        "latent_dim": at_least(1),
+        "epochs": at_least(1),
+        "batch_size": at_least(1),
+        "lr": positive,
+        "weight_decay": at_least(0),
+        "grad_clip": optional(positive),
+        "train_images": at_least(0),
+        "perceptual_form": choice(*CONFIDENCE_FORMS),
+        "perceptual_fallback": choice(*PERCEPTUAL_FALLBACKS),
+        "flip_weight": at_least(0),
+        "perceptual_weight": at_least(0),
+        "renderer": choice("torch", "pytorch3d", "auto", needs={"pytorch3d": "pytorch3d"}),
+        "ckpt_every": at_least(0),
+    }
+
     def check(self) -> None:
-        try:
-            down_stages(self.input_size)
-        except ValueError as err:
-            raise BenchError(f"unsup3d.input_size: {err}") from None
-        if (64 * self.width) % CHANNELS_PER_GROUP or self.width <= 0:
+        if (64 * self.width) % CHANNELS_PER_GROUP:
             raise BenchError(f"unsup3d.width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
-        if self.perceptual_fallback not in PERCEPTUAL_FALLBACKS:
-            raise BenchError(f"unsup3d.perceptual_fallback: choose one of {', '.join(PERCEPTUAL_FALLBACKS)}")
-        if self.perceptual_form not in CONFIDENCE_FORMS:
-            raise BenchError(f"unsup3d.perceptual_form: choose one of {', '.join(CONFIDENCE_FORMS)}")
-        if self.renderer not in ("torch", "pytorch3d", "auto"):
-            raise BenchError("unsup3d.renderer: choose one of torch, pytorch3d, auto")
-        if min(self.epochs, self.batch_size, self.latent_dim) < 1:
-            raise BenchError("unsup3d: epochs, batch_size and latent_dim must be positive")
+        if self.vgg_weights and not Path(self.vgg_weights).expanduser().is_file():
+            raise BenchError(f"unsup3d.vgg_weights={self.vgg_weights}: no such file; give the path of vgg16-397923af.pth or leave it empty")
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
             raise BenchError(f"checkpoint={self.checkpoint}: no such file; give the path of a checkpoint (or leave it empty to train)")
 
@@ -204,6 +212,7 @@ def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, w
         ckpt_every=s.ckpt_every,
         desc="unsup3d stage 1",
         setting_hint=" (--set unsup3d.lr=... / unsup3d.grad_clip=5)",
+        batch_setting="unsup3d.batch_size",
     )
 
 
@@ -321,6 +330,7 @@ class Unsup3DMethod(Method):
     variants = ("default", "no-light", "no-pose", "no-shape", "no-texture")
     predicts_depth = True
     depth_fov = FOV_DEGREES
+    batches = {"batch_size": ("pretrain", "train_images")}
 
     def __init__(self, cfg: Unsup3DConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from harness.config import Config
+from harness.config import Config, at_least, between
 from harness.datasets.base import ClipSet, FaceDataset, ImageSet, PairList
 from harness.datasets.synthetic import world
 from harness.datasets.synthetic.render import render
@@ -77,17 +77,14 @@ class SyntheticConfig(Config):
         ),
     }
 
-    def check(self) -> None:
-        counts = {name: getattr(self, name) for name in (
+    RULES = {
+        "seed": at_least(0),
+        **{name: at_least(1) for name in (
             "size", "train_identities", "test_identities", "pretrain_images", "clips", "clip_frames",
-            "fer_train_images", "fer_test_images", "verification_pairs", "verification_folds")}
-        for name, value in counts.items():
-            if value < 1:
-                raise BenchError(f"synthetic.{name}={value}: must be at least 1")
-        if self.images_per_person < 2:
-            raise BenchError(f"synthetic.images_per_person={self.images_per_person}: matched pairs need at least 2")
-        if not 0 <= self.max_yaw <= 90:
-            raise BenchError(f"synthetic.max_yaw={self.max_yaw}: must be between 0 and 90 degrees")
+            "fer_train_images", "fer_test_images", "verification_pairs", "verification_folds")},
+        "images_per_person": at_least(2),  # a matched pair needs two images of one person
+        "max_yaw": between(0, 90),
+    }
 
     @property
     def people_per_fold(self) -> int:
@@ -145,6 +142,9 @@ class SyntheticFaces(FaceDataset):
 
     def verification(self) -> tuple[ImageSet, PairList]:
         return self._split("verification")
+
+    def size(self, task: str) -> Optional[int]:
+        return {"pretrain": self.cfg.pretrain_images, "clips": self.cfg.clips * self.cfg.clip_frames}.get(task)
 
     def fingerprint(self, task: Optional[str] = None) -> dict:
         # the generator version too: features and trained models go stale when the world changes
