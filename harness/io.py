@@ -117,11 +117,19 @@ def torch_load(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        reason = " ".join(str(exc).split())[:160] or exc.__class__.__name__
         raise BenchError(
-            f"refusing {path}: it does not load as plain tensors ({reason}); "
+            f"refusing {path}: it does not load as plain tensors ({load_failure(exc)}); "
             "it is damaged or was not written by this harness: delete it and rerun"
         ) from None
+
+
+def load_failure(exc: Exception) -> str:
+    """The informative part of torch.load's (long, multi-line) complaint."""
+    text = str(exc)
+    if "Weights only load failed" in text:  # torch names the offending global on a line of its own
+        detail = next((line.strip().rstrip(".") for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        return "it holds objects, not only tensors" + (f": {detail}" if detail else "")
+    return " ".join(text.split(". ")[0].split())[:200] or exc.__class__.__name__
 
 
 # --- temporary files of killed writers -----------------------------------------------------------
