@@ -7,6 +7,7 @@ skipped without one.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from harness import dispatch  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.io import torch_load  # noqa: E402
+from harness.registry import METHODS, PROTOCOLS  # noqa: E402
 from harness.runner import Cell, Settings  # noqa: E402
 
 PLUGINS = "tests.dispatch_plugins"
@@ -170,6 +172,44 @@ def test_impossible_requests_are_one_line_errors(tmp_path, capsys, monkeypatch, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "sweep" / "results").exists()
+
+
+# --- results of older code ---------------------------------------------------------------------------
+def test_results_of_older_code_are_stale_and_recomputed(tmp_path, capsys, monkeypatch):
+    """A cell's identity holds its artifacts' versions and the protocol's: bumping one makes the
+    old result stale (``--status``), the next run recomputes it and moves the old file aside."""
+    import tests.dispatch_plugins  # noqa: F401  (registers two-stage and toy)
+
+    argv = ["--methods", "pixels,two-stage:a", "--protocol", "fer", *TOY]
+    assert bench(tmp_path, "s", *argv) == 0
+    before = results(tmp_path, "s")
+    two_stage = METHODS.get("two-stage")
+    real = two_stage.stage1
+    monkeypatch.setattr(two_stage, "stage1", lambda self: dataclasses.replace(real(self), version=2))  # a fix to stage 1
+    capsys.readouterr()
+    assert bench(tmp_path, "s", *argv, "--status") == 0
+    out = capsys.readouterr().out
+    assert "1 done, 1 stale, 0 running, 0 failed, 0 missing" in out
+    assert "made by older code (two-stage-1 v1 -> v2, two-stage-2 key changed); rerun to recompute" in out
+
+    assert bench(tmp_path, "s", *argv) == 0
+    out = capsys.readouterr().out
+    assert "2 cells, 1 already done, 1 to run" in out
+    (old,) = [name for name in before if name.startswith("fer/two-stage")]
+    file = old.split("/")[1]
+    superseded = tmp_path / "s" / "results" / "superseded" / "fer" / "toy" / file
+    assert f"superseded {tmp_path / 's' / 'results' / 'fer' / 'toy' / file}" in out and superseded.exists()
+    after = results(tmp_path, "s")
+    assert len(after) == 2 and old not in after
+    new = next(record for name, record in after.items() if name.startswith("fer/two-stage"))
+    assert [a["version"] for a in new["config"]["artifacts"]] == [2, 1]
+    table = (tmp_path / "s" / "results" / "tables" / "table1_fer.md").read_text()
+    assert table.count("(n=1)") == 2, "the old result is out of the tables"
+
+    monkeypatch.setattr(PROTOCOLS.get("fer"), "version", "2")  # a fix to the protocol
+    assert bench(tmp_path, "s", *argv, "--status") == 0
+    out = capsys.readouterr().out
+    assert "0 done, 2 stale" in out and out.count("protocol fer v1 -> v2") == 2
 
 
 # --- the local executor --------------------------------------------------------------------------
