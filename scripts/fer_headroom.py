@@ -34,6 +34,7 @@ from harness.cli import method_variants  # noqa: E402
 from harness.config import parse_overrides  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.features import FeatureSource  # noqa: E402
+from harness.registry import load_plugins  # noqa: E402
 from harness.runner import Session, Settings  # noqa: E402
 from protocols.fer import FERConfig, predict, train_probe, validation_split  # noqa: E402
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     settings = Settings(preset=args.preset, overrides=parse_overrides(args.overrides), data_root=args.data_root,
                         cache_dir=args.cache_dir, device=args.device)
+    load_plugins()
     methods = method_variants(argparse.Namespace(ablation=None, methods=args.methods))  # fails early on a typo
     session = Session(settings)
     dataset = session.dataset(args.dataset)

@@ -1,7 +1,7 @@
 """Real-dataset adapters on tiny fixtures written in each dataset's download layout."""
 from __future__ import annotations
 
-import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +339,66 @@ def test_lfw_clips_people_in_the_real_lfw(real_data_root, tmp_path):
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
-def test_every_dataset_fingerprints_per_task(name):
-    """The runner keys pretraining artifacts by ``fingerprint("pretrain")``: every override takes it."""
-    assert "task" in inspect.signature(DATASETS.get(name).fingerprint).parameters
+def test_every_dataset_fingerprints_per_task(name, tmp_path):
+    """The runner keys artifacts by ``fingerprint("pretrain")`` / ``("clips")`` and results by
+    ``fingerprint()``, before any work: for every task the fingerprint is taken without decoding
+    anything, is JSON, names the dataset, is stable, and changes with what changes the images."""
+    cls = DATASETS.get(name)
+    root = tmp_path / "data"
+    for pair_list in ("lfw/pairs.txt", "sllfw/pair_SLLFW.txt"):  # only their sizes are read
+        (root / pair_list).parent.mkdir(parents=True, exist_ok=True)
+        (root / pair_list).write_text("10 300\n")
+
+    def make(**changes):
+        return cls(cls.Config.resolve("quick").replace(**changes), root, tmp_path / "cache")
+
+    for task in [None, *sorted(cls.tasks)]:
+        fingerprint = make().fingerprint(task)
+        assert json.loads(json.dumps(fingerprint)) == fingerprint, task
+        assert fingerprint["name"] == name and make().fingerprint(task) == fingerprint, task
+        assert make(size=32).fingerprint(task) != fingerprint, f"{name} {task}: the stored image size must count"
+    assert not (tmp_path / "cache").exists(), "fingerprints decode nothing"
+
+
+# --- folder-of-classes FER data (FER-2013's layout) --------------------------------------------------
+@pytest.fixture
+def fer_root(tmp_path) -> Path:
+    """48x48 greyscale JPEGs; the brightness says the class: angry 40, happy 120, sad 200."""
+    root = tmp_path / "data"
+    for split, counts in (("train", {"angry": 20, "happy": 10, "sad": 1}), ("test", {"angry": 4, "happy": 4, "sad": 4})):
+        for name, count in counts.items():
+            grey = {"angry": 40, "happy": 120, "sad": 200}[name]
+            for k in range(count):
+                path = root / f"fer2013/{split}/{name}/{k:03d}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("L", (48, 48), grey).save(path)
+        (root / f"fer2013/{split}/angry/notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_dataset_reads_classes_labels_and_greyscale(fer_root, tmp_path):
+    train = dataset(DATASETS.get("fer2013"), fer_root, tmp_path).fer_split("train")
+    assert train.class_names == ("angry", "happy", "sad")
+    assert train.labels.tolist() == [0] * 20 + [1] * 10 + [2]
+    assert train.images.shape == (31, 3, 64, 64) and train.images.dtype == torch.uint8
+    assert torch.equal(train.images[:, 0], train.images[:, 2]), "greyscale becomes three equal channels"
+    brightness = train.images.float().mean(dim=(1, 2, 3))
+    for label, grey in enumerate((40, 120, 200)):
+        assert (brightness[train.labels == label] - grey).abs().max() < 3, "each image carries its own class's label"
+
+
+def test_folder_dataset_limits_keep_every_class_share(fer_root, tmp_path):
+    from harness.datasets.folder import stratified_subset
+
+    data = dataset(DATASETS.get("fer2013"), fer_root, tmp_path, train_limit=10, test_limit=3)
+    train, test = data.fer_split("train"), data.fer_split("test")
+    # 10 of 31 images: round(10 * 20/31) = 6 angry, round(10 * 10/31) = 3 happy, and the lone sad image
+    assert torch.bincount(train.labels).tolist() == [6, 3, 1]
+    assert torch.bincount(test.labels).tolist() == [1, 1, 1]
+    brightness = train.images.float().mean(dim=(1, 2, 3))
+    assert (brightness[train.labels == 2] > 190).all(), "the subset keeps images and labels together"
+    labels = torch.tensor([0] * 20 + [1] * 10 + [2])
+    keep = stratified_subset(labels, 10)
+    assert torch.equal(keep, stratified_subset(labels, 10)) and torch.equal(keep, keep.sort().values)
+    assert not torch.equal(keep, stratified_subset(labels, 10, seed=1)), "the seed draws which images"
+    assert len(dataset(DATASETS.get("fer2013"), fer_root, tmp_path).fer_split("train")) == 31, "0 keeps every image"

@@ -166,7 +166,9 @@ def test_presets_resolve():
     for cls in BASELINES:
         for preset in ("smoke", "quick", "paper"):
             cfg = cls.Config.resolve(preset)
-            assert cfg.to_dict()  # JSON-able: it keys the artifact
+            # it keys the artifact: JSON that rebuilds the same config
+            assert cls.Config(**json.loads(json.dumps(cfg.to_dict()))) == cfg
+            assert {k: v for k, v in cfg.to_dict().items() if k in cls.Config.PRESETS.get(preset, {})} == cls.Config.PRESETS.get(preset, {})
     simclr, mae = SimCLRConfig.resolve("paper"), MAEConfig.resolve("paper")
     assert (simclr.backbone, simclr.input_size, simclr.epochs) == ("resnet50", 224, 30)
     assert (mae.embed_dim, mae.depth, mae.patch_size, mae.input_size, mae.epochs) == (768, 12, 16, 224, 30)

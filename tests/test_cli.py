@@ -1,7 +1,9 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
 
@@ -53,8 +55,13 @@ def test_smoke_run_writes_results_skips_and_reruns_identically(tmp_path, capsys)
     assert set(record) >= {"cell", "config", "metrics", "provenance", "method_info"}
     assert set(record["cell"]) >= {"method", "variant", "protocol", "dataset", "seed", "config_hash", "preset"}
     prov = record["provenance"]
-    assert set(prov) >= {"git", "libraries", "device", "host", "wall_seconds", "start_time", "end_time", "executor"}
-    assert prov["libraries"]["torch"]
+    assert set(prov) >= {"git", "libraries", "device", "machine", "host", "wall_seconds", "start_time", "end_time", "executor"}
+    assert prov["libraries"]["torch"] == torch.__version__.split("+")[0]
+    machine = prov["machine"]  # what makes numbers machine-dependent
+    assert machine["torch_threads"] == torch.get_num_threads()
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["cpu"]["model"] and machine["interop_threads"] == torch.get_num_interop_threads()
+    assert machine["onednn"] is None or re.fullmatch(r"\d+\.\d+(\.\d+)?", machine["onednn"])
     metrics = {f.name: json.loads(f.read_text())["metrics"] for f in files}
     # toy classes differ in which half is bright: both fixed methods must find it
     fer = [m for name, m in metrics.items() if "accuracy_std" not in m and "per_k" not in m]
@@ -73,10 +80,26 @@ def test_smoke_run_writes_results_skips_and_reruns_identically(tmp_path, capsys)
 
 
 def test_tables_only_regenerates_identically(tmp_path, capsys):
-    assert run(tmp_path, "--methods", "pixels", "--datasets", "toy", "--preset", "smoke", "--seeds", "0,1") == 0
+    assert run(tmp_path, "--methods", "pixels", "--datasets", "toy", "--preset", "smoke", "--seeds", "0,1", "--set", "fer.epochs=1",
+               "--set", "verification.epochs=1", "--set", "verification.lr=0.0001") == 0  # short: the seeds differ
     table = tmp_path / "results" / "tables" / "table1_fer.md"
     first = table.read_text()
-    assert "(n=2)" in first
+    # the cell, by hand from the two result files: mean ± sd (ddof 1) over the seeds, in percent
+    fer = [json.loads(p.read_text())["metrics"] for p in sorted((tmp_path / "results" / "fer" / "toy").glob("*.json"))]
+    assert len(fer) == 2
+
+    def mean_sd(values):
+        mean = sum(values) / 2
+        return f"{100 * mean:.2f}±{100 * (sum((v - mean) ** 2 for v in values)) ** 0.5:.2f}"
+
+    expected = f"{mean_sd([m['accuracy'] for m in fer])} / {mean_sd([m['macro_f1'] for m in fer])} (n=2)"
+    row = next(line for line in first.splitlines() if line.startswith("| pixels"))
+    assert expected in row, (expected, row)
+    ver = [json.loads(p.read_text())["metrics"] for p in sorted((tmp_path / "results" / "verification" / "toy").glob("*.json"))]
+    mean, fold_sd = sum(100 * m["accuracy"] for m in ver) / 2, sum(100 * m["accuracy_std"] for m in ver) / 2
+    seed_sd = (sum((100 * m["accuracy"] - mean) ** 2 for m in ver)) ** 0.5
+    verification = (tmp_path / "results" / "tables" / "table2_verification.md").read_text()
+    assert f"{mean:.2f}±{fold_sd:.2f} (n=2, seed sd {seed_sd:.2f})" in verification
     assert main(["--tables-only", "--results-dir", str(tmp_path / "results")]) == 0
     strip = lambda text: [ln for ln in text.splitlines() if not ln.startswith("Generated")]  # noqa: E731
     assert strip(table.read_text()) == strip(first)

@@ -107,11 +107,19 @@ def test_features_are_seeded_per_sample(ctx: MethodContext) -> None:
 
 
 def test_held_out_clips_are_whole_identities() -> None:
-    clips = toy_clips(n_clips=10)
-    train, held = split_clips(clips, 0.2, seed=0)
-    assert len(train) == 8 and len(held) == 2
-    ids = lambda cs: {int(clips.frames.identities[c[0]]) for c in cs}  # noqa: E731
-    assert not ids(train) & ids(held)
+    """Several clips per person: the hold-out takes a share of the people, with all their clips."""
+    clips = toy_clips(n_clips=12)
+    person = torch.arange(12) % 4  # clips 0, 4, 8 show person 0, ...
+    clips.frames.identities = person.repeat_interleave(FRAMES)
+    ids = lambda cs: [int(clips.frames.identities[c[0]]) for c in cs]  # noqa: E731
+    train, held = split_clips(clips, 0.25, seed=0)
+    assert len(set(ids(held))) == 1 and len(held) == 3, "one of four people, with all three of their clips"
+    assert len(train) == 9 and not set(ids(train)) & set(ids(held))
+    assert sorted(ids(train) + ids(held)) == sorted(person.tolist())
+    assert {tuple(ids(split_clips(clips, 0.25, seed=s)[1])) for s in range(8)} != {tuple(ids(held))}, "the seed picks the person"
+    clips.frames.identities = None  # without identities, clips are held out one by one
+    train, held = split_clips(clips, 0.25, seed=0)
+    assert (len(train), len(held)) == (9, 3)
 
 
 def test_rdm_ablation_lists_table_4_rows() -> None:

@@ -7,7 +7,8 @@ from sklearn.metrics import f1_score
 
 from harness.datasets.base import ImageSet, PairList
 from protocols.fer import FER, FERConfig, classification_metrics, validation_split
-from protocols.verification import Verification, VerificationConfig, best_threshold
+from protocols import verification
+from protocols.verification import Verification, VerificationConfig, best_threshold, pair_features
 
 
 class FixedFeatures:
@@ -67,27 +68,104 @@ def test_cosine_verification_folds_hand_computed():
     assert m["accuracy_sem"] == pytest.approx(0.25 / math.sqrt(3))
 
 
-@pytest.mark.parametrize("mode", ["pair-linear", "pair-linear-legacy", "cosine"])
-def test_verification_modes_separate_identities(mode):
-    # identity = one-hot direction plus small noise: every mode must verify near perfectly
+def identity_pairs(per_fold: int = 30) -> tuple[torch.Tensor, PairList]:
+    """Features = a one-hot identity direction plus small noise; 10 folds of matched and mismatched pairs."""
     g = torch.Generator().manual_seed(0)
     ids = torch.arange(200) % 20
     f = torch.nn.functional.one_hot(ids, 20).float() * 3 + 0.3 * torch.randn(200, 20, generator=g)
     left, right, same, fold = [], [], [], []
     for k in range(10):
         for s in (True, False):
-            for _ in range(30):
+            for _ in range(per_fold):
                 a = int(torch.randint(200, (1,), generator=g))
                 pool = ((ids == ids[a]) if s else (ids != ids[a])).nonzero().squeeze(1)
                 left.append(a), right.append(int(pool[torch.randint(len(pool), (1,), generator=g)]))
                 same.append(s), fold.append(k)
-    pairs = PairList(torch.tensor(left), torch.tensor(right), torch.tensor(same), torch.tensor(fold))
+    return f, PairList(torch.tensor(left), torch.tensor(right), torch.tensor(same), torch.tensor(fold))
+
+
+@pytest.mark.parametrize("mode", ["pair-linear", "cosine"])
+def test_verification_modes_separate_identities(mode):
+    f, pairs = identity_pairs()
     cfg = VerificationConfig.resolve("quick", {"mode": mode})
     m = Verification(cfg).evaluate(PairsOnly(pairs), FixedFeatures(pairs=f), seed=0)
     assert len(m["fold_accuracies"]) == 10
-    # the legacy loop (300 small-lr updates on raw features) is known to underfit
-    assert m["accuracy"] > (0.6 if mode == "pair-linear-legacy" else 0.9)
+    assert m["accuracy"] > 0.9
     assert ("fold_thresholds" in m) == (mode == "cosine")
+
+
+def test_pair_features_hand_computed():
+    f = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+    pairs = PairList(torch.tensor([0]), torch.tensor([1]), torch.tensor([True]), torch.tensor([0]))
+    assert pair_features(f, pairs, legacy=False).tolist() == [[2.0, 6.0, 4.0, 2.0, 3.0, -8.0]]  # [|a-b|, |a+b|, a*b]
+    assert pair_features(f, pairs, legacy=True).tolist() == [[2.0, 6.0, 4.0, 2.0, 3.0, 8.0]]  # the released |a*b|
+
+
+def test_legacy_mode_is_the_released_loop(monkeypatch):
+    """300 Adam updates at lr 1e-4, each on one random minibatch of 128 pairs, raw |a*b| features."""
+    f, pairs = identity_pairs(per_fold=20)  # 400 pairs: 360 training pairs per fold
+    optimizers, inputs, batches = [], [], []
+
+    class CountingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs)
+            self.steps = 0
+            optimizers.append(self)
+
+        def step(self, closure=None):
+            self.steps += 1
+            return super().step(closure)
+
+    real_train, real_forward = verification.train_pair_linear, torch.nn.Linear.forward
+    monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
+    monkeypatch.setattr(verification, "train_pair_linear", lambda x, *a: inputs.append(x) or real_train(x, *a))
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: batches.append(len(x)) or real_forward(self, x))
+    cfg = VerificationConfig.resolve("quick", {"mode": "pair-linear-legacy"})
+    m = Verification(cfg).evaluate(PairsOnly(pairs), FixedFeatures(pairs=f), seed=0)
+    assert [o.steps for o in optimizers] == [300] * 10
+    assert all(group["lr"] == 1e-4 and group["weight_decay"] == 0 for o in optimizers for group in o.param_groups)
+    assert batches.count(128) == 3000 and batches.count(40) == 10, "one minibatch of 128 per update, then the 40 test pairs"
+    raw = pair_features(f, pairs, legacy=True)
+    for k, x in enumerate(inputs):
+        assert torch.equal(x, raw[pairs.fold != k]), "legacy trains on raw (unstandardised) features"
+    assert 0.5 < m["accuracy"] < 1.0  # the short loop underfits, as the released numbers did
+
+
+def test_pair_linear_standardises_with_training_fold_statistics_only(monkeypatch):
+    f, pairs = identity_pairs(per_fold=20)
+    f[pairs.left[pairs.fold == 0]] *= 50  # fold 0's images are far off: its statistics would show
+    recorded = []
+    real_train = verification.train_pair_linear
+
+    def spy(x, *args):
+        model, seen = real_train(x, *args), []
+        model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        recorded.append((x, seen))
+        return model
+
+    monkeypatch.setattr(verification, "train_pair_linear", spy)
+    Verification(VerificationConfig.resolve("quick", {"epochs": "2"})).evaluate(PairsOnly(pairs), FixedFeatures(pairs=f), seed=0)
+    raw = pair_features(f, pairs, legacy=False)
+    for k, (x_train, (x_test,)) in enumerate(recorded):
+        train, test = raw[pairs.fold != k], raw[pairs.fold == k]
+        mean, std = train.mean(0), train.std(0) + 1e-6
+        assert torch.allclose(x_train, (train - mean) / std)
+        assert torch.allclose(x_test, (test - mean) / std), f"fold {k} is scaled by the training folds' statistics"
+
+
+def test_flip_concat_appends_the_mirror_images_features():
+    f, pairs = identity_pairs()
+    mirrored = torch.randn(f.shape, generator=torch.Generator().manual_seed(1))  # stands in for the mirror images' features
+    cfg = VerificationConfig.resolve("quick", {"mode": "cosine", "flip_concat": "true"})
+    features = FixedFeatures(pairs=f, **{"pairs-flip": mirrored})
+    m = Verification(cfg).evaluate(PairsOnly(pairs), features, seed=0)
+    assert ("pairs", True) in features.requested and m["feature_dim"] == 40
+    by_hand = Verification(VerificationConfig.resolve("quick", {"mode": "cosine"})).evaluate(
+        PairsOnly(pairs), FixedFeatures(pairs=torch.cat([f, mirrored], dim=1)), seed=0
+    )
+    assert m["fold_thresholds"] == by_hand["fold_thresholds"] and m["fold_accuracies"] == by_hand["fold_accuracies"]
+    plain = Verification(VerificationConfig.resolve("quick", {"mode": "cosine"})).evaluate(PairsOnly(pairs), FixedFeatures(pairs=f), seed=0)
+    assert plain["fold_thresholds"] != m["fold_thresholds"], "the mirror features change the scores"
 
 
 def test_macro_f1_matches_scikit_learn():

@@ -13,6 +13,7 @@ from harness.datasets.synthetic import dataset as synthetic_dataset
 from harness.datasets.synthetic.render import render
 from harness.errors import BenchError
 from harness.registry import DATASETS
+from protocols.fer import FERConfig, predict, train_probe
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +147,19 @@ def test_pose30_without_large_poses_says_so(tmp_path):
         SyntheticPose30(cfg, None, tmp_path).fer_split("test")
 
 
-def test_cache_returns_the_stored_split(smoke):
-    assert torch.equal(smoke.pretrain().images, smoke.pretrain().images)
-    assert any((smoke.cache_dir / "synthetic").iterdir())
+def test_cache_returns_the_stored_split(smoke, monkeypatch):
+    """A second dataset over the same cache reads the stored split (nothing is rendered) and
+    gets what rendering gives: images, labels, identities, ground truth and the pair list."""
+    fresh = synthetic_dataset.build_split(smoke.cfg, "verification")
+    smoke.verification()  # stored (if an earlier test did not store it already)
+    monkeypatch.setattr(synthetic_dataset, "build_split", lambda *a: pytest.fail("a cached split was rendered again"))
+    images, pairs = SyntheticFaces(smoke.cfg, None, smoke.cache_dir).verification()
+    assert torch.equal(images.images, fresh[0].images) and torch.equal(images.identities, fresh[0].identities)
+    assert images.extras.keys() == fresh[0].extras.keys()
+    assert all(torch.equal(images.extras[k], fresh[0].extras[k]) for k in images.extras)
+    assert all(torch.equal(getattr(pairs, f), getattr(fresh[1], f)) for f in ("left", "right", "same", "fold"))
+    stored = sorted(p.suffix for p in (smoke.cache_dir / "synthetic").iterdir())
+    assert stored.count(".pt") == stored.count(".json") >= 1  # tensors, and their checked description
 
 
 def test_identity_rows_do_not_depend_on_the_table_size():
@@ -188,10 +199,21 @@ def test_expression_share_known_answer():
 
 
 def test_fer_headroom_report_on_smoke_data(tmp_path, capsys):
+    """The report's numbers are what its description says, recomputed here independently."""
     headroom = load_script("fer_headroom")
     figures = headroom.main(["--preset", "smoke", "--methods", "pixels", "--cache-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "held-out training people" in out
+    train = SyntheticFaces(SyntheticConfig.resolve("smoke"), None, tmp_path).fer_split("train")
+    val = train.identities % 5 == 0  # held-out training people, never the test split
+    assert f"held-out training people (id % 5 == 0): {int(val.sum())} images" in out
     assert set(figures) == {"share", "pixels:default", "supervised"}
-    assert 0 < figures["share"] < 1
-    assert all(0 <= figures[k] <= 1 for k in ("pixels:default", "supervised"))
+    assert figures["share"] == pytest.approx(headroom.expression_share(train.images, train.labels))
+    # the pixels probe: 16 px, per-image standardised pixels, the fer probe over three seeds
+    x = torch.nn.functional.interpolate(train.images.float() / 127.5 - 1, size=(16, 16), mode="bilinear", antialias=True).flatten(1)
+    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+    accuracies = []
+    for seed in (0, 1, 2):
+        probe = train_probe(x[~val], train.labels[~val], 7, FERConfig(), seed)
+        accuracies.append(float((predict(probe, x[val]) == train.labels[val]).float().mean()))
+    assert figures["pixels:default"] == pytest.approx(sum(accuracies) / 3, abs=1e-6)
+    assert (figures["supervised"] * int(val.sum())) == pytest.approx(round(figures["supervised"] * int(val.sum())))
