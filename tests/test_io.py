@@ -12,7 +12,7 @@ import torch
 from harness import io
 from harness.datasets.base import ImageSet, PairList
 from harness.errors import BenchError
-from harness.io import atomic_path, cached, clean_temporary, torch_load, torch_save, write_json
+from harness.io import cached, clean_temporary, torch_load, torch_save, write_json
 
 
 def test_write_json_roundtrip(tmp_path):
