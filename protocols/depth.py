@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from harness.config import Config
+from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.errors import BenchError
 from harness.io import atomic_path
@@ -55,9 +55,7 @@ class DepthConfig(Config):
     examples: int = 4
     calibration_images: int = 500
 
-    def check(self) -> None:
-        if self.examples < 0 or self.calibration_images < 1:
-            raise BenchError("depth.examples must be >= 0 and depth.calibration_images >= 1")
+    RULES = {"examples": at_least(0), "calibration_images": at_least(1)}
 
 
 #: relief scales tried by the calibration: 0.1 to 10, 41 steps (12 % apart)

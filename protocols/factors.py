@@ -38,7 +38,7 @@ import torch
 from sklearn.linear_model import RidgeCV
 from tabulate import tabulate
 
-from harness.config import Config
+from harness.config import Config, at_least, between
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.errors import BenchError
 from harness.io import atomic_path
@@ -70,9 +70,7 @@ class FactorsConfig(Config):
     r2_margin: float = 0.1
     separation: float = 0.01
 
-    def check(self) -> None:
-        if self.probe_epochs < 1:
-            raise BenchError("factors.probe_epochs must be at least 1")
+    RULES = {"probe_epochs": at_least(1), "accuracy_margin": at_least(0), "r2_margin": between(0, 1), "separation": at_least(0)}
 
 
 # --- scores of one part --------------------------------------------------------------------------------

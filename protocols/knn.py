@@ -14,9 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.config import Config
+from harness.config import Config, at_least, each, positive
 from harness.datasets.base import FaceDataset, ImageSet
-from harness.errors import BenchError
 from harness.protocol import Features, Protocol, mean_sd
 from harness.registry import register_protocol
 from protocols.fer import classification_metrics
@@ -32,11 +31,7 @@ class KNNConfig(Config):
     ks: tuple[int, ...] = (20, 200)
     temperature: float = 0.07
 
-    def check(self) -> None:
-        if not self.ks or min(self.ks) < 1:
-            raise BenchError(f"knn.ks={','.join(map(str, self.ks))}: give positive neighbourhood sizes, e.g. 20,200")
-        if self.temperature <= 0:
-            raise BenchError(f"knn.temperature={self.temperature}: must be positive")
+    RULES = {"ks": each(at_least(1)), "temperature": positive}
 
 
 def knn_predict(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, k: int, temperature: float,
