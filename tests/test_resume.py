@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:  # so that "tests.kill_points" imports as a --plug
 #: A smoke sweep with a data stage (synthetic splits), training with mid-epoch checkpoints
 #: (stage 1) and with augmentations from the global generator over two epochs (SimCLR).
 SWEEP = [
-    "--preset", "smoke", "--methods", "pixels,unsup3d,simclr", "--datasets", "synthetic",
+    "--preset", "smoke", "--methods", "pixels,unsup3d,simclr", "--datasets", "synthetic", "--protocol", "fer,verification",
     "--set", "unsup3d.ckpt_every=1", "--set", "simclr.epochs=2",
     "--set", "synthetic.fer_train_images=140", "--set", "synthetic.fer_test_images=70",
 ]
