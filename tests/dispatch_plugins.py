@@ -18,7 +18,7 @@ from torch import nn
 
 import tests.conftest  # noqa: F401  (registers the "toy" dataset)
 from harness.artifacts import Artifact
-from harness.config import Config
+from harness.config import Config, at_least
 from harness.io import torch_load, torch_save
 from harness.registry import METHODS, register_method
 from harness.train import fit
@@ -40,6 +40,8 @@ class TwoStageConfig(Config):
     epochs: int = 2
     batch_size: int = 16
     step_sleep: float = 0.0
+
+    RULES = {"input_size": at_least(1), "dim": at_least(1), "epochs": at_least(1), "batch_size": at_least(1), "step_sleep": at_least(0)}
 
 
 class Stage1(nn.Module):
