@@ -41,6 +41,8 @@ def check_run(session: Session, cells: list[Cell]) -> None:
     check_training_data(session, cells)
     check_writable(Path(settings.results_dir), "--results-dir")
     check_writable(Path(settings.cache_dir), "--cache-dir")
+    if settings.dump_features:
+        check_writable(Path(settings.dump_features), "--dump-features")
 
 
 def check_pretraining(pretrain: PretrainConfig) -> None:

@@ -108,7 +108,7 @@ CASES: list[Case] = [
     # --- impossible combinations ---------------------------------------------------------------------
     ("protocol-dataset-mismatch", lambda t: [*RUN, "--protocol", "fer", "--datasets", "lfw"], "cannot be used with protocol fer", None),
     ("ablation-and-methods", lambda t: [*RUN, "--ablation", "rdm"], "give only one of them", None),
-    ("tables-only-dry-run", lambda t: ["--tables-only", "--dry-run"], "cannot be combined", None),
+    ("tables-only-dry-run", lambda t: ["--tables-only", "--dry-run"], "are separate modes; give one of them", None),
     ("detach-without-slurm", lambda t: [*RUN, "--executor", "local", "--detach"], "--detach needs --executor slurm", None),
     ("nothing-to-run", lambda t: [*RUN, "--methods", ","], "nothing to run", None),
     ("pretrain-without-split", lambda t: [*LEARNED, "--set", "pretrain.data=fer2013"], "pretrain.data=fer2013: that dataset has no pretrain split", None),
@@ -152,6 +152,7 @@ CASES: list[Case] = [
     ("bad-profile-value", lambda t: [*RUN, "--executor", "local", "--slurm", "timeout_min=soon"], "expected a value of type int", None),
     # --- places that cannot be written -------------------------------------------------------------------------
     ("cache-dir-is-a-file", lambda t: [*RUN, "--cache-dir", str(a_file(t))], "--cache-dir", None),
+    ("dump-folder-under-a-file", lambda t: [*RUN, "--dump-features", str(a_file(t) / "feats")], "--dump-features", None),
     ("read-only-results-dir", lambda t: [*RUN, "--results-dir", "/proc/sys/bench-results"], "cannot be written", None),
     ("disk-full", lambda t: [*RUN], "No space left on device", lambda t, mp: disk_full(mp)),
 ]

@@ -26,8 +26,8 @@ from methods.unsup3d.method import Unsup3DConfig
 from protocols.fer import FERConfig
 from protocols.verification import VerificationConfig
 
-#: str fields that name a file, a model or a dataset: checked where they are used, not by a rule
-FREE_TEXT = {"vgg_weights", "pairs_file", "backbone", "train_identities_file", "pose_list", "data", "clips"}
+#: str fields that name a file, a folder, a model or a dataset: checked by the config's check() or where they are used
+FREE_TEXT = {"vgg_weights", "checkpoint", "weights", "image_dir", "pairs_file", "backbone", "train_identities_file", "pose_list", "data", "clips"}
 
 
 def test_presets_and_overrides():
