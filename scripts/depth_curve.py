@@ -7,11 +7,16 @@ more epochs can be added later, and every epoch's line is also written to ``curv
 reconstruction grid is saved at chosen epochs.
 
     python scripts/depth_curve.py --out runs/depth-quick --epochs 30
-    python scripts/depth_curve.py --out runs/one-head --epochs 15 --set synthetic.train_identities=1 --eval-split train
+    python scripts/depth_curve.py --out runs/one-head --epochs 30 --set synthetic.train_identities=1 --eval-split train
+    python scripts/depth_curve.py --out runs/pose-only --epochs 30 --set synthetic.variation=pose --set synthetic.train_identities=1 --eval-split train
     python scripts/depth_curve.py --out runs/wide --epochs 20 --set unsup3d.input_size=64 --set unsup3d.width=0.5
 
 ``--eval-split test`` scores held-out people (the FER test split); ``train`` scores other images
-of the training people (for the one-head sanity case, whose only person is a training person).
+of the training people (for the one-head sanity cases, whose only person is a training person).
+``synthetic.variation=pose`` with one identity is the plainest case: one neutral head under one
+light, camera and background, only the pose varying. Per epoch the curve also records whether
+the pose is learned (correlation of predicted and true yaw and pitch) and whether the canonical
+depth differs between faces at all (its sd across images against within one).
 """
 from __future__ import annotations
 

@@ -217,3 +217,17 @@ def test_fer_headroom_report_on_smoke_data(tmp_path, capsys):
         accuracies.append(float((predict(probe, x[val]) == train.labels[val]).float().mean()))
     assert figures["pixels:default"] == pytest.approx(sum(accuracies) / 3, abs=1e-6)
     assert (figures["supervised"] * int(val.sum())) == pytest.approx(round(figures["supervised"] * int(val.sum())))
+
+
+def test_pose_variation_holds_everything_but_person_and_pose_fixed():
+    cfg = SyntheticConfig.resolve("smoke", {"variation": "pose", "train_identities": "1"})
+    full = SyntheticConfig.resolve("smoke", {"train_identities": "1"})
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    ids, labels = np.zeros(6, dtype=int), np.arange(6) % 7
+    fixed = synthetic_dataset._scene(cfg, rng(), ids, labels)
+    varied = synthetic_dataset._scene(full, rng(), ids, labels)
+    assert np.array_equal(fixed["pose"], varied["pose"])  # the same poses as the full world
+    assert (fixed["units"] == 0).all() and (varied["units"] != 0).any()
+    for name in ("light_dir", "ambient", "fov", "background"):
+        assert (fixed[name] == fixed[name][:1]).all() and not (varied[name] == varied[name][:1]).all()
+    assert cfg.to_dict()["variation"] == "pose" and SyntheticFaces(cfg, None, None).fingerprint("pretrain") != SyntheticFaces(full, None, None).fingerprint("pretrain")

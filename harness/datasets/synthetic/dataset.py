@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from harness.config import Config, at_least, between
+from harness.config import Config, at_least, between, choice
 from harness.datasets.base import ClipSet, FaceDataset, ImageSet, PairList
 from harness.datasets.synthetic import world
 from harness.datasets.synthetic.render import render
@@ -50,6 +50,10 @@ class SyntheticConfig(Config):
         verification_pairs: matched pairs per fold, and as many mismatched ones.
         verification_folds: folds of the verification protocol (people disjoint across folds).
         images_per_person: verification images per person.
+        variation: ``all`` (every factor varies) or ``pose``: one neutral expression, light,
+            camera and background for every image, only the person and the head pose vary (with
+            ``train_identities=1``: one head under random poses, the sanity case where a 3D
+            model's depth must be learnable; ``scripts/depth_curve.py``).
     """
 
     seed: int = 0
@@ -65,6 +69,7 @@ class SyntheticConfig(Config):
     verification_pairs: int = 60
     verification_folds: int = 10
     images_per_person: int = 4
+    variation: str = "all"
 
     PRESETS = {
         "smoke": dict(
@@ -84,6 +89,7 @@ class SyntheticConfig(Config):
             "fer_train_images", "fer_test_images", "verification_pairs", "verification_folds")},
         "images_per_person": at_least(2),  # a matched pair needs two images of one person
         "max_yaw": between(0, 90),
+        "variation": choice(*world.VARIATIONS),
     }
 
     @property
@@ -94,7 +100,7 @@ class SyntheticConfig(Config):
 
 
 #: Config fields each split depends on, besides ``COMMON_FIELDS`` (its cache key).
-COMMON_FIELDS = ("seed", "size", "max_yaw", "train_identities")
+COMMON_FIELDS = ("seed", "size", "max_yaw", "train_identities", "variation")
 SPLIT_FIELDS = {
     "pretrain": ("pretrain_images",),
     "clips": ("clips", "clip_frames"),
@@ -236,7 +242,7 @@ def _scene(cfg: SyntheticConfig, rng: np.random.Generator, ids: np.ndarray, labe
     people = world.identity_table(cfg.seed, int(ids.max()) + 1)
     expressions = world.sample_expressions(rng, labels)
     poses = world.sample_poses(rng, len(ids), cfg.max_yaw)
-    return world.compose(people, ids, expressions, poses, world.sample_environments(rng, len(ids)))
+    return _compose(cfg, people, ids, expressions, poses, world.sample_environments(rng, len(ids)))
 
 
 def _clip_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -253,7 +259,15 @@ def _clip_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.
     drift = np.cumsum(steps, axis=1).reshape(n * length, 3)
     poses = np.clip(start + drift, [-cfg.max_yaw, -25.0, -15.0], [cfg.max_yaw, 25.0, 15.0])
     people = world.identity_table(cfg.seed, cfg.train_identities)
-    return world.compose(people, ids, world.sample_expressions(rng, labels), poses, env)
+    return _compose(cfg, people, ids, world.sample_expressions(rng, labels), poses, env)
+
+
+def _compose(cfg: SyntheticConfig, people: dict, ids: np.ndarray, expressions: dict, poses: np.ndarray, env: dict) -> dict:
+    """``world.compose``, with everything but person and pose held fixed for ``variation=pose``
+    (after sampling, so the random streams, and the poses, are those of the full world)."""
+    if cfg.variation == "pose":
+        expressions, env = world.hold_fixed(expressions, env)
+    return world.compose(people, ids, expressions, poses, env)
 
 
 def _pairs(cfg: SyntheticConfig, rng: np.random.Generator, person: np.ndarray) -> PairList:

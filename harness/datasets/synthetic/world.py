@@ -203,6 +203,21 @@ def sample_environments(rng: np.random.Generator, n: int) -> dict[str, np.ndarra
     }
 
 
+#: What varies between images: everything, or only the person and the head pose.
+VARIATIONS = ("all", "pose")
+#: Random stream of the one environment the ``pose`` variation shows every image in.
+FIXED_ENVIRONMENT_STREAM = 2
+
+
+def hold_fixed(expressions: dict[str, np.ndarray], env: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The ``pose`` variation: every face neutral (no action unit moves) and every image under the
+    same light, camera and background (one environment drawn from its own stream)."""
+    n = len(expressions["expression"])
+    neutral = {"expression": np.zeros(n), "intensity": np.zeros(n), "units": np.zeros_like(expressions["units"])}
+    one = sample_environments(np.random.default_rng(FIXED_ENVIRONMENT_STREAM), 1)
+    return neutral, {name: np.repeat(value, n, axis=0) for name, value in one.items()}
+
+
 def light_vector(env: dict[str, np.ndarray]) -> np.ndarray:
     """(n, 8) lighting ground truth: ambient, diffuse, direction xyz, specular, shininess, warmth."""
     warmth = (env["light_colour"][:, 0] - 1.0) / 0.1
