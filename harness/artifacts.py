@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from harness import timing
 from harness.config import config_hash
 from harness.io import write_json
 
@@ -53,7 +54,8 @@ class Artifact:
         with file_lock(folder / "build.lock"):
             if not self.is_built(cache_dir):  # another job may have finished while we waited
                 start = time.time()
-                summary = self.build(folder) or {}
+                with timing.stage(f"train {self.kind}"):
+                    summary = self.build(folder) or {}
                 write_json(
                     folder / "done.json",
                     {"kind": self.kind, "key": self.key, "hash": self.hash, "build_seconds": time.time() - start, **summary},

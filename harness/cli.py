@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from harness.checks import check_run, known_sections
+from harness import timing
 from harness.config import PRESETS, check_sections, load_config_file, parse_overrides
 from harness.errors import BenchError
 from harness.io import UNWRITABLE, clean_temporary
@@ -286,10 +287,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"finished in {time.time() - tic:.1f} s; this run's cells:")
     for cell in cells:
         print(f"  {cell.label}: {PROTOCOLS.get(cell.protocol).summary(json.loads(paths[cell].read_text())['metrics'])}")
-    tables.generate(store)  # the store's files cover all its results; the printout only this run's
+    with timing.stage("tables and figures"):
+        tables.generate(store)  # the store's files cover all its results; the printout only this run's
     mine = {p.resolve() for p in paths.values()}
     _, run_tables = tables.build_tables([r for r in tables.load_results(store) if Path(r["_path"]).resolve() in mine])
-    return show_tables(run_tables, store, f"Tables of this run's {len(cells)} cell{'s' if len(cells) != 1 else ''}")
+    show_tables(run_tables, store, f"Tables of this run's {len(cells)} cell{'s' if len(cells) != 1 else ''}")
+    if args.executor == "inline":  # jobs of the other executors ran in other processes
+        print("\n" + timing.report(time.time() - tic))
+    return 0
 
 
 def missing_dump(settings: Settings, result_path: Path) -> bool:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from harness import timing
 from harness.config import config_hash
 from harness.errors import BenchError
 
@@ -266,7 +267,8 @@ def cached(cache_dir: Path, kind: str, key: dict, build: Callable[[], Any]) -> A
             meta = json.loads(meta_file.read_text())
             return _decode(meta["value"], torch_load(tensor_file), tensor_file)
         print(f"cache: {tensor_file} cannot be trusted ({problem}); rebuilding it", file=sys.stderr, flush=True)
-    value = build()
+    with timing.stage(f"build {kind}"):
+        value = build()
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(value, tensors)
     torch_save(tensor_file, tensors)

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 
+from harness import timing
 from harness.config import PretrainConfig, config_hash
 from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
@@ -255,7 +256,8 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
     protocol = session.protocol(cell.protocol)
     dataset = session.dataset(cell.dataset)
     features = FeatureSource(method, dataset, protocol, Path(settings.cache_dir))
-    metrics = protocol.evaluate(dataset, features, cell.seed)
+    with timing.stage(f"protocol {cell.protocol}"):
+        metrics = protocol.evaluate(dataset, features, cell.seed)
     if settings.dump_features:
         identity = {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset, "result": str(path)}
         features.dump(dump_folder(settings, path), identity)
