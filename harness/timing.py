@@ -44,9 +44,9 @@ def report(wall: float) -> str:
     parts = totals()
     other = max(wall - sum(parts.values()), 0.0)
     items = [*parts.items(), ("other (planning, tables, loading)", other)]
-    shown = ", ".join(f"{name} {_seconds(seconds)} s ({100 * seconds / max(wall, 1e-9):.0f}%)" for name, seconds in items if seconds >= 0.05)
+    shown = ", ".join(f"{name} {_seconds(seconds)} s ({100 * seconds / max(wall, 1e-9):.0f}%)" for name, seconds in items if seconds > 0)
     return f"time split of the run's {_seconds(wall)} s: {shown}"
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}" if value < 10 else f"{value:.0f}"
