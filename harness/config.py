@@ -105,6 +105,9 @@ class Config:
     #: other sections whose ``--set`` values this config takes too, before its own (for a
     #: config that embeds another method's settings, e.g. LatentFace's stage 1 = ``unsup3d``)
     SHARED_SECTIONS: ClassVar[tuple[str, ...]] = ()
+    #: fields added after results were stored: left out of ``to_dict`` (so of config hashes)
+    #: while at their defaults, so that those results and trained models stay valid
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def resolve(cls, preset: str, overrides: Mapping[str, Any] | None = None, section: str = "") -> "Config":
@@ -150,7 +153,11 @@ class Config:
         """Relations between fields; subclasses raise BenchError for impossible combinations."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not (f.name in self.LATE_FIELDS and getattr(self, f.name) == f.default)
+        }
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -126,7 +126,7 @@ def test_factors_finds_which_part_carries_which_factor():
     light; ``junk`` is noise. Each factor's best part must be the right one, with a check mark,
     and junk must carry nothing."""
     rng = np.random.default_rng(0)
-    people, per = 60, 30
+    people = 60
 
     def split(first: int, n_people: int, n: int, seed: int):
         r = np.random.default_rng(seed)

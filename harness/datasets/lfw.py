@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Optional
 
 import torch
 
@@ -44,18 +44,9 @@ class LFWConfig(Config):
     pretrain_limit: int = 0
     image_dir: str = DEFAULT_IMAGES
 
-    #: fields added after results were stored: left out of ``to_dict`` (config hashes) while
-    #: at their defaults, so those results stay valid
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("image_dir",)
+    LATE_FIELDS = ("image_dir",)
 
     RULES = {"size": at_least(8), "crop_fraction": between(0, 1, low_open=True), "pretrain_limit": at_least(0)}
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for name in self.LATE_FIELDS:
-            if getattr(self, name) == self.__dataclass_fields__[name].default:
-                del out[name]
-        return out
 
 
 @register_dataset("lfw")

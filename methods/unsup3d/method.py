@@ -103,9 +103,7 @@ class Unsup3DConfig(Config):
             "weight_decay": 5e-4,
         },
     }
-    #: fields added after results were stored: left out of ``to_dict`` (config hashes, artifact
-    #: keys) while at their defaults, so those results and trained models stay valid
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint",)
+    LATE_FIELDS = ("checkpoint",)
     #: the ``--set`` section, for messages about this config's settings
     SECTION: ClassVar[str] = "unsup3d"
 
@@ -134,13 +132,6 @@ class Unsup3DConfig(Config):
             raise BenchError(f"unsup3d.vgg_weights={self.vgg_weights}: no such file; give the path of vgg16-397923af.pth or leave it empty")
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
             raise BenchError(f"checkpoint={self.checkpoint}: no such file; give the path of a checkpoint (or leave it empty to train)")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for name in self.LATE_FIELDS:
-            if getattr(self, name) == self.__dataclass_fields__[name].default:
-                del out[name]
-        return out
 
 
 # --- stage 1 as a shared artifact ----------------------------------------------------------------
