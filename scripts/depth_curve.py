@@ -2,7 +2,8 @@
 
 Trains the stage-1 model (Unsup3D) on a synthetic pretraining split and, after every epoch,
 scores its predicted depth on held-out images with the ``depth`` protocol's metrics (SIDE, MAD,
-and the flat-plane and mean-training-depth floors). Training resumes from the run folder, so
+after a relief scale fit on other images, and as predicted; the flat-plane and mean-training-depth
+floors). Training resumes from the run folder, so
 more epochs can be added later, and every epoch's line is also written to ``curve.csv``; the
 reconstruction grid is saved at chosen epochs.
 
@@ -43,37 +44,46 @@ from methods.unsup3d.method import (  # noqa: E402
     predicted_depth,
     train_stage1,
 )
-from methods.unsup3d.model import FOV_DEGREES, save_reconstruction_grid  # noqa: E402
-from protocols.depth import score, summarise, true_depth  # noqa: E402
+from methods.unsup3d.model import FOV_DEGREES, canonical_depth, save_reconstruction_grid  # noqa: E402
+from protocols.depth import fit_relief_scale, rescale_relief, score, summarise, true_depth  # noqa: E402
 
 
 @torch.no_grad()
-def depth_scores(model, images, train_images, cfg: Unsup3DConfig, device: torch.device, batch: int = 128) -> dict:
-    """The depth protocol's metrics of ``model`` on ``images``, floors included."""
-    model.eval()
-    pred = torch.cat([
+def predict(model, images, cfg: Unsup3DConfig, device: torch.device, batch: int = 128) -> torch.Tensor:
+    return torch.cat([
         predicted_depth(model, to_input(images.images[i : i + batch], cfg.input_size, device)).cpu()
         for i in range(0, len(images), batch)
     ])
-    model.train()
+
+
+@torch.no_grad()
+def depth_scores(model, images, calibration, train_images, cfg: Unsup3DConfig, device: torch.device, batch: int = 128) -> dict:
+    """The depth protocol's metrics of ``model`` on ``images`` (after a relief scale fit on the
+    ``calibration`` images, and as predicted), the floors, and whether pose and shape vary."""
+    model.eval()
     tan_half = math.tan(math.radians(FOV_DEGREES) / 2)
+    pred = predict(model, images, cfg, device, batch)
     target, _ = true_depth(images, pred.shape[-1], tan_half)
+    scale = fit_relief_scale(predict(model, calibration, cfg, device, batch), true_depth(calibration, pred.shape[-1], tan_half)[0])
     mean_train = true_depth(train_images, pred.shape[-1], tan_half)[0].nanmean(0).nan_to_num(1.0)
-    out = summarise(score(pred, target, tan_half))
+    out = summarise(score(rescale_relief(pred, scale), target, tan_half))
+    out["relief_scale"] = scale
+    out.update({f"raw_{k}": v for k, v in summarise(score(pred, target, tan_half)).items()})
     out.update({f"flat_{k}": v for k, v in summarise(score(torch.ones_like(target), target, tan_half)).items()})
     out.update({f"mean_{k}": v for k, v in summarise(score(mean_train.expand_as(target), target, tan_half)).items()})
     # does the canonical depth vary between faces at all? (a fixed template would not)
-    depth = torch.cat([model.depth_net(to_input(images.images[i : i + batch], cfg.input_size, device))[0][:, 0].cpu()
-                       for i in range(0, min(len(images), 256), batch)])
+    x = to_input(images.images[:256], cfg.input_size, device)
+    depth = canonical_depth(model.depth_net(x)[0][:, 0]).cpu()
     out["canonical_sd_across"] = float(depth.std(0).mean())
     out["canonical_sd_within"] = float(depth.flatten(1).std(1).mean())
     # is the pose learned? correlation of the predicted rotations with the true yaw and pitch
-    pose = torch.cat([model.pose_net(to_input(images.images[i : i + batch], cfg.input_size, device)).cpu()
-                      for i in range(0, len(images), batch)]) if model.pose_net is not None else None
-    if pose is not None:
+    if model.pose_net is not None:
+        pose = torch.cat([model.pose_net(to_input(images.images[i : i + batch], cfg.input_size, device)).cpu()
+                          for i in range(0, len(images), batch)])
         true = images.extras["pose"]
         out["yaw_corr"] = float(torch.corrcoef(torch.stack([pose[:, 1], true[:, 0]]))[0, 1])
         out["pitch_corr"] = float(torch.corrcoef(torch.stack([pose[:, 0], true[:, 1]]))[0, 1])
+    model.train()
     return out
 
 
@@ -102,9 +112,14 @@ def main() -> None:
     pretrain = data.pretrain().images
     if cfg.train_images:
         pretrain = pretrain[: cfg.train_images]
-    evaluation = data.fer_split(args.eval_split)
-    evaluation = subset(evaluation, torch.arange(len(evaluation)) < args.eval_images)
+    split = data.fer_split(args.eval_split)
+    position = torch.arange(len(split))
+    evaluation = subset(split, position < args.eval_images)
     floor_images = data.fer_split("train")
+    # the relief scale is fit on other images than those scored: the next ones of the split
+    calibration = subset(split, (position >= args.eval_images) & (position < 2 * args.eval_images))
+    if not len(calibration):
+        calibration = subset(floor_images, torch.arange(len(floor_images)) < args.eval_images)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,14 +134,14 @@ def main() -> None:
           f"{len(evaluation)} {args.eval_split} images", flush=True)
     if not rows:
         first = {"epoch": 0, "seconds": 0.0, "loss": math.nan, "recon_l1": math.nan,
-                 **depth_scores(model, evaluation, floor_images, cfg, device)}
+                 **depth_scores(model, evaluation, calibration, floor_images, cfg, device)}
         rows.append(first)
         print(json.dumps(first), flush=True)
     for epoch in range(len(rows), args.epochs + 1):
         tic = time.time()
         result = train_stage1(model, pretrain, cfg.replace(epochs=epoch), seed, out / "train", device)
         row = {"epoch": epoch, "seconds": round(time.time() - tic, 1), "loss": result.history[-1]["loss"],
-               "recon_l1": result.history[-1]["recon_l1"], **depth_scores(model, evaluation, floor_images, cfg, device)}
+               "recon_l1": result.history[-1]["recon_l1"], **depth_scores(model, evaluation, calibration, floor_images, cfg, device)}
         rows.append(row)
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         with open(out / "curve.csv", "w", newline="") as handle:
