@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.accel import TrainConfig
 from harness.config import Config, PretrainConfig, check_sections
 from harness.errors import BenchError
 from harness.registry import DATASETS, METHODS, PROTOCOLS
@@ -20,8 +21,8 @@ from harness.runner import Cell, Session
 
 
 def known_sections() -> dict[str, type[Config]]:
-    """Every ``--set`` section and its config: ``pretrain`` and each registered name."""
-    sections: dict[str, type[Config]] = {"pretrain": PretrainConfig}
+    """Every ``--set`` section and its config: ``pretrain``, ``train`` and each registered name."""
+    sections: dict[str, type[Config]] = {"pretrain": PretrainConfig, "train": TrainConfig}
     for registry in (METHODS, PROTOCOLS, DATASETS):
         sections.update({name: registry.get(name).Config for name in registry.names()})
     return sections

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--config", metavar="FILE.toml",
                      help="settings file: [section] tables of key = value, applied before --set (see configs/)")
     how.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a config field, e.g. fer.epochs=5 or pretrain.data=lfw (repeatable)")
+                     help="override a config field, e.g. fer.epochs=5, pretrain.data=lfw, or how training uses the device: "
+                     "train.precision=fp32, train.compile=true (repeatable)")
     how.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "data"),
                      help="parent folder of the real datasets (default: $BENCH_DATA_ROOT, else ./data)")
     how.add_argument("--results-dir", default=DEFAULT_STORE,

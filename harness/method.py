@@ -14,6 +14,7 @@ from typing import Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
+from harness.accel import Accel, TrainConfig
 from harness.artifacts import Artifact
 from harness.config import Config, PretrainConfig
 from harness.datasets.base import ClipSet, ImageSet
@@ -32,6 +33,8 @@ class MethodContext:
         load_pretrain: returns the pretraining images (loaded lazily, cached).
         load_clips: returns the stage-2 clips (loaded lazily, cached).
         pretrain_fingerprint: identifies the pretraining data in artifact keys.
+        accel: how training uses the device (the ``train`` section resolved for ``device``);
+            its ``key()`` belongs in the key of every trained artifact.
     """
 
     seed: int
@@ -42,6 +45,7 @@ class MethodContext:
     load_clips: Callable[[], ClipSet]
     pretrain_fingerprint: dict
     clips_fingerprint: dict
+    accel: Accel = dataclasses.field(default_factory=Accel)
 
     @classmethod
     def standalone(
@@ -52,9 +56,11 @@ class MethodContext:
         seed: int = 0,
         device: str | torch.device = "cpu",
         name: str = "in-memory",
+        train: TrainConfig | None = None,
     ) -> "MethodContext":
         """A context over in-memory data, for using a method outside the runner (benchmark
-        scripts, tests, notebooks); ``name`` stands in for the dataset in artifact keys."""
+        scripts, tests, notebooks); ``name`` stands in for the dataset in artifact keys and
+        ``train`` holds the device switches (default: the ``train`` section's defaults)."""
 
         def load_clips() -> ClipSet:
             if clips is None:
@@ -70,6 +76,7 @@ class MethodContext:
             load_clips=load_clips,
             pretrain_fingerprint={"name": name, "n": len(images)},
             clips_fingerprint={"name": name, "clips": len(clips.clips) if clips is not None else 0},
+            accel=Accel.resolve(train or TrainConfig(), device),
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import torch
 
 from harness import timing
+from harness.accel import Accel, TrainConfig
 from harness.config import PretrainConfig, config_hash
 from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
@@ -89,7 +90,18 @@ class Session:
     def device(self) -> torch.device:
         if self.settings.device == "cuda" and not torch.cuda.is_available():
             raise BenchError("--device cuda: no CUDA device is visible; use --device cpu or run on a GPU node")
+        self.accel.apply_backend_flags()  # TF32 for training and feature extraction alike
         return torch.device(self.settings.device)
+
+    @functools.cached_property
+    def train(self) -> TrainConfig:
+        """The ``train`` section: how training uses the device."""
+        return TrainConfig.resolve(self.settings.preset, self.settings.section("train"), "train")
+
+    @functools.cached_property
+    def accel(self) -> Accel:
+        """The ``train`` switches resolved for ``--device``."""
+        return Accel.resolve(self.train, self.settings.device)
 
     def dataset(self, name: str) -> FaceDataset:
         if name not in self._datasets:
@@ -121,6 +133,7 @@ class Session:
             load_clips=lambda: self.dataset(pre.clips).clips(),
             pretrain_fingerprint=self._fingerprint(pre.data, "pretrain"),
             clips_fingerprint=self._fingerprint(pre.clips, "clips"),
+            accel=self.accel,
         )
         return cls(cfg, variant, ctx)
 
@@ -158,6 +171,7 @@ class Session:
                 "clips": method.ctx.clips_fingerprint,
             }
             resolved["artifacts"] = [{"kind": a.kind, "version": a.version, "hash": a.hash} for a in artifacts]
+            resolved.update(self.accel.key())  # bf16 / TF32 training is a different setting
         return resolved
 
     def result_path(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> Path:
@@ -266,6 +280,7 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
         "config": resolved,
         "metrics": metrics,
         "method_info": method.info(),
+        "train": {"config": session.train.to_dict(), "effective": session.accel.describe()},
         "provenance": {
             **provenance(session.device),
             "executor": executor or {"name": "inline"},

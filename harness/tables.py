@@ -50,7 +50,10 @@ def load_results(results_dir: Path) -> list[dict]:
 def method_setting(record: dict) -> dict:
     """What defines the trained model behind a result: preset, method config, pretraining data."""
     cfg = record["config"]
-    return {"preset": cfg["preset"], "method": cfg["method"]["config"], "pretrain": cfg.get("pretrain")}
+    setting = {"preset": cfg["preset"], "method": cfg["method"]["config"], "pretrain": cfg.get("pretrain")}
+    if "train" in cfg:  # trained with bf16 / TF32 (absent on the plain float32 path)
+        setting["train"] = cfg["train"]
+    return setting
 
 
 def evaluation_setting(record: dict) -> dict:

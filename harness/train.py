@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.accel import Accel
 from harness.errors import BenchError, TrainingDiverged
 from harness.io import torch_load, torch_save
 from harness.progress import progress
@@ -27,13 +28,26 @@ from harness.trainlog import TrainLog
 
 @dataclasses.dataclass
 class TrainResult:
-    """Per-epoch mean losses and throughput of a finished run."""
+    """Per-epoch mean losses and throughput of a finished run.
+
+    Attributes:
+        history: mean of each loss term per epoch.
+        images_per_second: over every step this process ran.
+        warm_images_per_second: the same without the process's first step, which pays for
+            memory allocation, kernel selection and compilation (the steady rate; nan after
+            a single step).
+    """
 
     history: list[dict[str, float]]
     images_per_second: float
+    warm_images_per_second: float = math.nan
 
     def summary(self) -> dict:
-        return {"history": self.history, "images_per_second": self.images_per_second}
+        return {
+            "history": self.history,
+            "images_per_second": self.images_per_second,
+            "warm_images_per_second": self.warm_images_per_second,
+        }
 
 
 def fit(
@@ -54,6 +68,7 @@ def fit(
     setting_hint: str = "",
     generators: Optional[Mapping[str, torch.Generator]] = None,
     batch_setting: str = "",
+    accel: Optional[Accel] = None,
 ) -> TrainResult:
     """Train ``model`` by minimising ``step(batch)["loss"]`` over ``data``.
 
@@ -72,6 +87,8 @@ def fit(
         setting_hint: how to lower the learning rate / enable clipping, for the NaN message.
         generators: the step's own random generators (e.g. diffusion noise), checkpointed too.
         batch_setting: the ``--set`` name of the batch size, for the too-few-images message.
+        accel: device switches (data placement, channels-last layout); None: plain. Mixed
+            precision and compilation are the step's: see ``Accel.networks``.
     """
     workdir = Path(workdir)
     ckpt = workdir / "last.pt"
@@ -112,8 +129,11 @@ def fit(
             },
         )
 
+    accel = accel or Accel()
+    feed = accel.feed(model, data, device)  # data on the device once when it fits; model layout
     model.train()
     seen, busy = 0, 0.0
+    warm_seen, warm_busy = 0, 0.0
     total = epochs * n_batches
     resumed = start_epoch * n_batches + start_step
     bar = progress(total=total, initial=resumed, desc=desc, unit="step", images_per_unit=batch_size)
@@ -126,7 +146,7 @@ def fit(
             sums = {}
         for b in range(first, n_batches):
             tic = time.perf_counter()
-            batch = data[order[b * batch_size : (b + 1) * batch_size]].to(device, non_blocking=True)
+            batch = feed.batch(order[b * batch_size : (b + 1) * batch_size])
             losses = step(batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
@@ -139,7 +159,10 @@ def fit(
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
-            busy += time.perf_counter() - tic
+            elapsed = time.perf_counter() - tic
+            if seen:  # every step but the first of this process
+                warm_busy, warm_seen = warm_busy + elapsed, warm_seen + batch.shape[0]
+            busy += elapsed
             seen += batch.shape[0]
             values = {k: float(v.detach()) for k, v in losses.items()}
             for k, v in values.items():
@@ -158,7 +181,8 @@ def fit(
     log.close()
     model.eval()
     ips = seen / busy if busy > 0 else math.nan
-    return TrainResult(history=history, images_per_second=ips)
+    warm = warm_seen / warm_busy if warm_busy > 0 else math.nan
+    return TrainResult(history=history, images_per_second=ips, warm_images_per_second=warm)
 
 
 def rng_state(generators: Mapping[str, torch.Generator] = {}) -> dict:

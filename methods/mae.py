@@ -138,6 +138,11 @@ class MAENet(SelfSupervisedNet):
         tokens = self.encoder.encode(x)  # every patch, no masking; (B, 1 + patches, D)
         return tokens[:, 0] if self.cfg.pool == "cls" else tokens[:, 1:].mean(dim=1)
 
+    def networks(self) -> list[nn.Module]:
+        # the encoder's transformer blocks (lightly's ``encode`` calls them, not the encoder's
+        # forward) and the decoder; patch embedding, masking and the pixel loss stay float32
+        return [self.encoder.vit.blocks, self.decoder]
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         batch, length = x.shape[0], self.encoder.sequence_length

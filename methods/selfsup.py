@@ -74,6 +74,12 @@ class SelfSupervisedNet(nn.Module):
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def networks(self) -> list[nn.Module]:
+        """The modules ``loss`` calls that do the heavy work (conv nets, transformer blocks): with
+        ``train.precision=bf16`` only these run in bfloat16, with ``train.compile`` only these
+        are compiled; augmentation, masking and the loss itself stay float32 and eager."""
+        raise NotImplementedError
+
 
 class SelfSupervisedBaseline(Method):
     """A method whose features come from a network trained from scratch on the pretraining set.
@@ -103,16 +109,13 @@ class SelfSupervisedBaseline(Method):
     # --- training -------------------------------------------------------------------------
     def artifacts(self) -> list[Artifact]:
         config = {k: v for k, v in self.cfg.to_dict().items() if k not in self.feature_fields}
-        key = {"config": config, "pretrain": self.ctx.pretrain_fingerprint, "seed": self.ctx.seed}
+        key = {"config": config, "pretrain": self.ctx.pretrain_fingerprint, "seed": self.ctx.seed, **self.ctx.accel.key()}
         return [Artifact(kind=self.name, key=key, build=self._train, version=self.artifact_version)]
 
     def training_setup(
         self,
     ) -> tuple[SelfSupervisedNet, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, Callable]:
-        """Network, optimiser, per-epoch schedule and the ``fit`` step, seeded from the cell.
-
-        Also used by ``scripts/bench_baselines.py`` to time exactly the training step.
-        """
+        """Network, optimiser, per-epoch schedule and the ``fit`` step, seeded from the cell."""
         cfg, device = self.cfg, self.ctx.device
         # Seeds weight init and, since training draws from the global generator, the random
         # crops / jitter / masks too, so a cell trains the same model every time.
@@ -135,22 +138,24 @@ class SelfSupervisedBaseline(Method):
         if cfg.train_images:
             images = images[: cfg.train_images]
         net, optimizer, scheduler, step = self.training_setup()
-        result = fit(
-            model=net,
-            optimizer=optimizer,
-            step=step,
-            data=images,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            seed=model_seed(self.ctx, self.name, "order"),
-            workdir=folder,
-            device=self.ctx.device,
-            grad_clip=cfg.grad_clip or None,
-            scheduler=scheduler,
-            desc=self.name,
-            setting_hint=f" (e.g. --set {self.name}.lr={cfg.lr / 10:g} or --set {self.name}.grad_clip=1.0)",
-            batch_setting=f"{self.name}.batch_size",
-        )
+        with self.ctx.accel.networks(*net.networks()):  # bf16 / compiled networks, when asked
+            result = fit(
+                model=net,
+                optimizer=optimizer,
+                step=step,
+                data=images,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                seed=model_seed(self.ctx, self.name, "order"),
+                workdir=folder,
+                device=self.ctx.device,
+                grad_clip=cfg.grad_clip or None,
+                scheduler=scheduler,
+                desc=self.name,
+                setting_hint=f" (e.g. --set {self.name}.lr={cfg.lr / 10:g} or --set {self.name}.grad_clip=1.0)",
+                batch_setting=f"{self.name}.batch_size",
+                accel=self.ctx.accel,
+            )
         # Weights alone, for loading features; last.pt (with optimiser state) stays the resume point.
         torch_save(folder / "model.pt", net.state_dict())
         return {**result.summary(), "train_images": len(images), "feature_dim": net.feature_dim}

@@ -18,6 +18,7 @@ import math
 
 import timm
 import torch
+from torch import nn
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torchvision.ops import roi_align
@@ -199,6 +200,9 @@ class SimCLRNet(SelfSupervisedNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
+
+    def networks(self) -> list[nn.Module]:
+        return [self.backbone, self.head]
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         images = (x + 1) / 2  # the colour operations work on [0, 1]

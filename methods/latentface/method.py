@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from harness.accel import Accel
 from harness.artifacts import Artifact
 from harness.datasets.base import ClipSet
 from harness.config import at_least, between, choice, positive
@@ -258,10 +259,22 @@ class IdentityModel(nn.Module):
 
 
 def train_kind(
-    stage2: IdentityModel, kind: str, z_exp: torch.Tensor, z_id: torch.Tensor, seed: int, workdir: Path, device: torch.device
+    stage2: IdentityModel,
+    kind: str,
+    z_exp: torch.Tensor,
+    z_id: torch.Tensor,
+    seed: int,
+    workdir: Path,
+    device: torch.device,
+    accel: Optional[Accel] = None,
 ) -> dict[str, Any]:
-    """Train one kind's network with the shared loop (Adam + cosine schedule, paper Sec. 3.1)."""
+    """Train one kind's network with the shared loop (Adam + cosine schedule, paper Sec. 3.1).
+
+    With bf16 training the network runs under autocast; the noise schedule (float64 on the
+    CPU), the noising and the weighted loss stay float32 (``Accel.networks``).
+    """
     cfg = stage2.cfg
+    accel = accel or Accel()
     net = stage2.nets[kind].to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
     period = cfg.stage2_lr_period or cfg.stage2_epochs  # stepped once per epoch
@@ -275,21 +288,23 @@ def train_kind(
         return {"loss": stage2.loss(kind, rows[:, :dim], rows[:, dim:], generator)}
 
     tic = time.perf_counter()
-    result = fit(
-        model=net,
-        optimizer=optimizer,
-        step=step,
-        data=torch.cat([z_exp, z_id], dim=1),
-        epochs=cfg.stage2_epochs,
-        batch_size=min(cfg.stage2_batch_size, len(z_exp)),
-        seed=seed,
-        workdir=workdir,
-        device=device,
-        scheduler=scheduler,
-        desc=f"latentface stage 2 {stage2.model} {kind}",
-        setting_hint=" (--set latentface.stage2_lr=...)",
-        generators={"diffusion": generator},
-    )
+    with accel.networks(net):
+        result = fit(
+            model=net,
+            optimizer=optimizer,
+            step=step,
+            data=torch.cat([z_exp, z_id], dim=1),
+            epochs=cfg.stage2_epochs,
+            batch_size=min(cfg.stage2_batch_size, len(z_exp)),
+            seed=seed,
+            workdir=workdir,
+            device=device,
+            scheduler=scheduler,
+            desc=f"latentface stage 2 {stage2.model} {kind}",
+            setting_hint=" (--set latentface.stage2_lr=...)",
+            generators={"diffusion": generator},
+            accel=accel,
+        )
     return {**result.summary(), "train_seconds": time.perf_counter() - tic}
 
 
@@ -369,7 +384,10 @@ def stage2_artifact(cfg: LatentFaceConfig, ctx: MethodContext, model: str, kinds
     """The trained stage-2 networks of one variant, on top of the shared stage-1 model."""
     stage1 = stage1_artifact(cfg, ctx)
     settings = {k: v for k, v in cfg.stage2_dict().items() if k not in _SAMPLING_FIELDS}
-    key = {"stage1": stage1.hash, "config": settings, "clips": ctx.clips_fingerprint, "seed": ctx.seed, "model": model, "kinds": list(kinds)}
+    key = {
+        "stage1": stage1.hash, "config": settings, "clips": ctx.clips_fingerprint, "seed": ctx.seed, "model": model, "kinds": list(kinds),
+        **ctx.accel.key(),
+    }
 
     def build(folder: Path) -> dict[str, Any]:
         s = stage1_config(cfg)
@@ -390,7 +408,7 @@ def stage2_artifact(cfg: LatentFaceConfig, ctx: MethodContext, model: str, kinds
         summary: dict[str, Any] = {"train_clips": len(train), "heldout_clips": len(heldout)}
         for kind in kinds:
             z_exp, z_id = identity_targets(latents[kind], train)
-            summary[kind] = train_kind(stage2, kind, z_exp, z_id, seeds[kind], folder / kind, ctx.device)
+            summary[kind] = train_kind(stage2, kind, z_exp, z_id, seeds[kind], folder / kind, ctx.device, ctx.accel)
         torch_save(folder / "model.pt", stage2.state_dict())
         stage2.to(ctx.device).eval()
         if heldout:

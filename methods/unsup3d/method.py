@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Optional
 import torch
 import torch.nn.functional as F
 
+from harness.accel import Accel
 from harness.artifacts import Artifact
 from harness.config import Config, at_least, choice, optional, positive, power_of_two
 from harness.errors import BenchError
@@ -170,13 +171,24 @@ def build_model(cfg: Config, seed: int, light: bool = True, pose: bool = True, p
         )
 
 
-def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, workdir: Path, device: torch.device) -> TrainResult:
+def stage1_networks(model: Unsup3D) -> list[Optional[torch.nn.Module]]:
+    """The networks of a stage-1 model (None where ablated): with bf16 training only these run
+    in bfloat16 (and with ``train.compile`` only these are compiled); the depth map, renderer,
+    shading and losses between them stay float32."""
+    perceptual = model.perceptual.features if model.perceptual is not None else None
+    return [model.texture_net, model.depth_net, model.light_net, model.pose_net, model.confidence_net, perceptual]
+
+
+def train_stage1(
+    model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, workdir: Path, device: torch.device, accel: Optional[Accel] = None
+) -> TrainResult:
     """Train (or resume training) ``model`` on uint8 images (N, 3, S, S) with the shared loop.
 
     Each batch is resized to the model's input and half of it, drawn per step, is mirrored
-    (random horizontal flip, as in the paper's training).
+    (random horizontal flip, as in the paper's training). ``accel``: the device switches.
     """
     s = stage1_config(cfg)
+    accel = accel or Accel()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
@@ -189,22 +201,24 @@ def train_stage1(model: Unsup3D, images: torch.Tensor, cfg: Config, seed: int, w
         model.train_steps += 1
         return model(x).losses
 
-    return fit(
-        model=model,
-        optimizer=optimizer,
-        step=step,
-        data=images,
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        seed=seed,
-        workdir=workdir,
-        device=device,
-        grad_clip=s.grad_clip,
-        ckpt_every=s.ckpt_every,
-        desc="unsup3d stage 1",
-        setting_hint=" (--set unsup3d.lr=... / unsup3d.grad_clip=5)",
-        batch_setting="unsup3d.batch_size",
-    )
+    with accel.networks(*stage1_networks(model)):
+        return fit(
+            model=model,
+            optimizer=optimizer,
+            step=step,
+            data=images,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            seed=seed,
+            workdir=workdir,
+            device=device,
+            grad_clip=s.grad_clip,
+            ckpt_every=s.ckpt_every,
+            desc="unsup3d stage 1",
+            setting_hint=" (--set unsup3d.lr=... / unsup3d.grad_clip=5)",
+            batch_setting="unsup3d.batch_size",
+            accel=accel,
+        )
 
 
 def latent_name(kind: str) -> str:
@@ -255,6 +269,7 @@ def stage1_artifact(cfg: Config, ctx: MethodContext, light: bool = True, pose: b
         "seed": ctx.seed,
         "light": light,
         "pose": pose,
+        **ctx.accel.key(),
     }
 
     def build(folder: Path) -> dict[str, Any]:
@@ -262,7 +277,7 @@ def stage1_artifact(cfg: Config, ctx: MethodContext, light: bool = True, pose: b
         images = pretrain.images[: s.train_images] if s.train_images else pretrain.images
         seed = model_seed(ctx, "stage1")
         model = build_model(s, seed, light=light, pose=pose, perceptual=source)
-        result = train_stage1(model, images, s, seed, folder, ctx.device)
+        result = train_stage1(model, images, s, seed, folder, ctx.device, ctx.accel)
         torch_save(folder / "model.pt", model.state_dict())
         save_reconstruction_grid(model, to_input(images[:FIGURE_IMAGES], s.input_size, ctx.device), folder / "reconstructions.png")
         summary: dict[str, Any] = {**result.summary(), "perceptual": source.mode, "perceptual_detail": source.describe(), "train_images": len(images)}
