@@ -12,7 +12,7 @@ the FER train split's people and score on held-out people:
 - expression: 7-class linear probe accuracy (the ``fer`` probe);
 - pose (yaw, pitch, roll), light (ambient and direction), texture (skin, lip, eye and hair
   colour), shape (the person's head and face shape parameters): R^2 of a ridge regression on
-  the standardised part (ridge strength by leave-one-out on the training people only).
+  the standardised part (ridge strength by cross-validation over the training people only).
 
 A part earns a check mark for a factor where it predicts the factor clearly above chance (by
 ``accuracy_margin`` binomial standard errors, or R^2 above ``r2_margin``) and better than every
@@ -20,12 +20,13 @@ other part of its method (by ``separation``); a one-part method can only show th
 present. Then, per method, DCI disentanglement and completeness (Eastwood & Williams, ICLR 2018)
 from an importance matrix of code dimensions x factors: absolute coefficients of ridge
 regressions of each standardised factor column on the standardised code, fit on the training
-people only (disentanglement over the five factors, completeness per factor column); identity is
+people only and summing to 1 per column (disentanglement over the five factors, completeness per
+factor column); identity is
 left out of DCI (it is the person's texture and shape together). Ridge rather than lasso
 coefficients: a sparse fit leaves a noise code one tiny coefficient, which D scores as perfectly
 disentangled (measured on 2,000 samples of 51 factor columns: 51 random codes got D 0.94 and 266
 random codes 1.0 with lasso at the universal penalty, 266 random codes 1.0 with cross-validated
-lasso, against 0.02-0.03 with ridge; codes that are the factors permuted get 1.0 either way).
+lasso, against 0.03-0.04 with ridge; codes that are the factors permuted get 1.0 either way).
 """
 from __future__ import annotations
 
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import RidgeCV
 from tabulate import tabulate
 
 from harness.config import Config, at_least, between
@@ -53,7 +53,7 @@ FACTORS = ("identity", "expression", "light", "pose", "texture", "shape")
 REGRESSED = {"light": ("light", [0, 2, 3, 4]), "pose": ("pose", [0, 1, 2]), "texture": ("texture", None), "shape": ("shape", None)}
 #: Factors of the DCI importance matrix (identity is texture and shape together).
 DCI_FACTORS = ("expression", "light", "pose", "texture", "shape")
-RIDGE_ALPHAS = np.logspace(-2, 4, 13)
+RIDGE_ALPHAS = np.logspace(-2, 6, 17)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +81,57 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mean) / sd for a in (train, *others)]
 
 
-def r2(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Mean over target columns of the held-out R^2 of a ridge regression (ridge strength by
-    leave-one-out cross-validation on the training set)."""
-    train_x, test_x = standardise(train_x, test_x)
+class GroupedRidge:
+    """Ridge regressions of targets on one design, with one strength for the targets of a fit
+    chosen by K-fold cross-validation over *people* (``groups``), on the training set only.
+
+    Plain leave-one-out would leave a person's other images in training and pick strengths that
+    memorise people, which generalise badly to the held-out people the factors are scored on.
+    The design is decomposed once per fold (SVD), so every target and strength costs a product.
+    """
+
+    def __init__(self, x: np.ndarray, groups: np.ndarray, alphas: np.ndarray = RIDGE_ALPHAS, folds: int = 5) -> None:
+        self.x, self.alphas = x, alphas
+        people = np.unique(groups)
+        order = np.random.default_rng(0).permutation(len(people))
+        fold_of_person = dict(zip(people[order], np.arange(len(people)) % folds))
+        self.fold = np.array([fold_of_person[g] for g in groups])
+        self.splits = [(self.fold != k, self._svd(x[self.fold != k])) for k in range(min(folds, len(people)))]
+        self.full = self._svd(x)
+
+    @staticmethod
+    def _svd(x: np.ndarray) -> tuple[np.ndarray, ...]:
+        mean = x.mean(0)
+        u, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+        return mean, u, s, vt
+
+    @staticmethod
+    def _coef(svd: tuple[np.ndarray, ...], y: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients (D, T) and intercepts (T,) for targets y (N, T), each with its own alpha."""
+        mean, u, s, vt = svd
+        y_mean = y.mean(0)
+        shrink = s[:, None] / (s[:, None] ** 2 + alpha[None, :])  # (r, T)
+        coef = vt.T @ (shrink * (u.T @ (y - y_mean)))
+        return coef, y_mean - mean @ coef
+
+    def fit(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients (D, T) and intercepts (T,) on the whole training set, at the strength with
+        the least cross-validated error summed over the targets (one strength per factor: per
+        column, noise columns would each pick their own and weigh unevenly in importances)."""
+        errors = np.zeros(len(self.alphas))
+        for keep, svd in self.splits:
+            for i, alpha in enumerate(self.alphas):
+                coef, intercept = self._coef(svd, y[keep], np.full(y.shape[1], alpha))
+                errors[i] += ((y[~keep] - self.x[~keep] @ coef - intercept) ** 2).sum()
+        return self._coef(self.full, y, np.full(y.shape[1], self.alphas[errors.argmin()]))
+
+
+def r2(ridge: GroupedRidge, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Mean over target columns of the held-out R^2 of the ridge regression (``ridge`` holds the
+    standardised training design; targets are standardised with training statistics)."""
     train_y, test_y = standardise(train_y, test_y)
-    pred = RidgeCV(alphas=RIDGE_ALPHAS).fit(train_x, train_y).predict(test_x)
-    residual = ((test_y - pred) ** 2).sum(0)
+    coef, intercept = ridge.fit(train_y)
+    residual = ((test_y - test_x @ coef - intercept) ** 2).sum(0)
     total = ((test_y - test_y.mean(0)) ** 2).sum(0)
     return float(np.mean(1 - residual / np.maximum(total, 1e-12)))
 
@@ -131,15 +175,19 @@ def regression_targets(images: ImageSet) -> dict[str, np.ndarray]:
 
 
 # --- DCI ---------------------------------------------------------------------------------------------
-def importance_matrix(codes: np.ndarray, targets: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def importance_matrix(codes: np.ndarray, targets: dict[str, np.ndarray], groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(code dims, target columns) importances: the absolute coefficients of ridge regressions of
-    each standardised target column on the standardised codes (ridge strength per column by
-    leave-one-out on the same training set); and each column's factor index."""
+    each standardised target column on the standardised codes (one strength per factor by
+    cross-validation over people, ``GroupedRidge``), each column summing to 1; and each column's
+    factor index."""
     (x,) = standardise(codes)
+    ridge = GroupedRidge(x, groups)
     ys = [standardise(y)[0] for y in targets.values()]
-    groups = np.concatenate([np.full(y.shape[1], g) for g, y in enumerate(ys)])
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit(x, np.concatenate(ys, axis=1))
-    return np.abs(ridge.coef_).T, groups
+    columns = np.concatenate([np.full(y.shape[1], g) for g, y in enumerate(ys)])
+    importance = np.abs(np.concatenate([ridge.fit(y)[0] for y in ys], axis=1))
+    # each column's importances sum to 1, as tree importances do (Eastwood & Williams; and
+    # disentanglement_lib): factors fit with other ridge strengths stay comparable
+    return importance / np.maximum(importance.sum(0, keepdims=True), 1e-12), columns
 
 
 def entropy(p: np.ndarray, base: int, axis: int) -> np.ndarray:
@@ -205,15 +253,18 @@ class Factors(Protocol):
         train_targets, test_targets = regression_targets(train), regression_targets(test)
         n_classes = len(train.class_names)
         per_part = {}
+        people = train.identities.numpy()
         for name, cols in parts.items():
             tr, te, pa = x_train[:, cols], x_test[:, cols], x_pairs[:, cols]
+            design, held_out = standardise(tr.double().numpy(), te.double().numpy())
+            ridge = GroupedRidge(design, people)
             scores = {
                 "identity": verification_accuracy(pa, pairs),
                 "identity_nn": nearest_neighbour_identification(pa, pair_images.identities),
                 "expression": expression_accuracy(tr, train.labels, te, test.labels, n_classes, self.cfg.probe_epochs, seed),
             }
             for factor in REGRESSED:
-                scores[factor] = r2(tr.double().numpy(), train_targets[factor], te.double().numpy(), test_targets[factor])
+                scores[factor] = r2(ridge, train_targets[factor], held_out, test_targets[factor])
             per_part[name] = {**scores, "width": int(tr.shape[1])}
         chance = {
             "identity": 0.5,
@@ -234,7 +285,7 @@ class Factors(Protocol):
             checks[factor] = {"part": best, "score": value, "check": bool(above and separated)}
         # DCI over every code dimension of the parts view, fit on the training people only
         dci_targets = {"expression": np.eye(n_classes)[train.labels.numpy()], **{f: train_targets[f] for f in DCI_FACTORS[1:]}}
-        result = dci(*importance_matrix(x_train.double().numpy(), dci_targets))
+        result = dci(*importance_matrix(x_train.double().numpy(), dci_targets, people))
         share = result["by_factor"] / max(result["by_factor"].sum(), 1e-12)
         codes = np.arange(x_train.shape[1])
         dci_parts = {}

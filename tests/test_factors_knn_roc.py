@@ -91,6 +91,7 @@ def test_roc_points_run_from_zero_to_one_and_metrics_pool_the_folds():
 
 
 # --- DCI -------------------------------------------------------------------------------------------------
+PEOPLE = np.arange(2000) % 400  # 400 people of 5 images: the cross-validation groups
 def factor_table(n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {k: rng.standard_normal((n, d)) for k, d in (("expression", 3), ("light", 4), ("pose", 3), ("texture", 5), ("shape", 6))}
@@ -101,11 +102,11 @@ def test_dci_of_permuted_factors_is_one_and_of_random_codes_near_zero():
     rng = np.random.default_rng(1)
     factors = np.concatenate(list(targets.values()), axis=1)
     permuted = factors[:, rng.permutation(factors.shape[1])]
-    perfect = dci(*importance_matrix(permuted, targets))
+    perfect = dci(*importance_matrix(permuted, targets, PEOPLE))
     assert perfect["disentanglement"] == pytest.approx(1.0, abs=1e-3) and perfect["completeness"] == pytest.approx(1.0, abs=1e-3)
-    noise = dci(*importance_matrix(rng.standard_normal((2000, 60)), targets))
+    noise = dci(*importance_matrix(rng.standard_normal((2000, 60)), targets, PEOPLE))
     assert noise["disentanglement"] < 0.1 and noise["completeness"] < 0.15
-    mixed = dci(*importance_matrix(factors @ rng.standard_normal((21, 21)), targets))  # every code mixes every factor
+    mixed = dci(*importance_matrix(factors @ rng.standard_normal((21, 21)), targets, PEOPLE))  # every code mixes every factor
     assert mixed["disentanglement"] < 0.1
 
 
@@ -178,3 +179,23 @@ def test_factors_finds_which_part_carries_which_factor():
     assert m["parts"]["who"]["identity_nn"] > 0.9 and m["chance"]["identity"] == 0.5
     assert m["disentanglement"] > 0.5 and m["dci_parts"]["junk"]["disentanglement"] < m["dci_parts"]["how"]["disentanglement"]
     assert m["embedding_size"] == 23
+
+
+def test_grouped_ridge_picks_its_strength_by_people():
+    """A target that is a per-person constant plus noise the codes cannot know: leave-one-out
+    would find the person's other images and fit them; cross-validation over people must not, so
+    the held-out-people R^2 of the codes that only identify people stays near zero."""
+    from protocols.factors import GroupedRidge, r2, standardise
+
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(200), 5)
+    codes = np.eye(200)[people] + 0.1 * rng.standard_normal((1000, 200))  # who it is, nothing more
+    target = rng.standard_normal((200, 1))[people]  # a trait the codes do not describe
+    test_people = np.repeat(np.arange(200, 260), 5)
+    test_codes = np.zeros((300, 200)) + 0.1 * rng.standard_normal((300, 200))
+    design, held_out = standardise(codes, test_codes)
+    assert abs(r2(GroupedRidge(design, people), target, held_out, rng.standard_normal((60, 1))[test_people - 200])) < 0.05
+    # and where the codes do describe the target, it is found
+    signal = codes[:, :1] * 2 + 0.05 * rng.standard_normal((1000, 1))
+    coef, intercept = GroupedRidge(design, people).fit(standardise(signal)[0])
+    assert np.argmax(np.abs(coef[:, 0])) == 0
