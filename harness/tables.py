@@ -285,21 +285,27 @@ def build_tables(records: list[dict]) -> tuple[Grid, dict[str, Table]]:
     load_plugins()
     grid = Grid(records)
     bodies: dict[str, tuple[str, str]] = {}
+    sources: dict[str, list[dict]] = {}  # the records each table shows, for its footer
     for name in PROTOCOLS.names():
         if grid.records_of(name):
-            bodies.update(PROTOCOLS.get(name).tables(grid))
+            made = PROTOCOLS.get(name).tables(grid)
+            bodies.update(made)
+            sources.update({stem: grid.records_of(name) for stem in made})
     for ablation in ABLATIONS.values():
         body = grid.ablation_table(ablation)
         if body:
             bodies[ablation.table] = (ablation.title, body)
+            rows = set(ablation.rows)
+            sources[ablation.table] = [r for r in records if (r["cell"]["method"], r["cell"]["variant"]) in rows]
     # a protocol's main table laid out its own way still gets the bar chart of its main metric
     main = {cls.table[0]: cls for cls in map(PROTOCOLS.get, PROTOCOLS.names())}
     layouts = {
         stem: grid.layouts.get(body) or (grid.layout(grid.rows(protocols=[main[stem].name]), [main[stem]], main[stem].paper) if stem in main else None)
         for stem, (_, body) in bodies.items()
     }
-    end = footer(records, grid.notes)
-    return grid, {stem: Table(stem, title, body, end, layouts[stem]) for stem, (title, body) in bodies.items()}
+    return grid, {
+        stem: Table(stem, title, body, footer(sources[stem], grid.notes), layouts[stem]) for stem, (title, body) in bodies.items()
+    }
 
 
 def table_figures(folder: Path, stem: str) -> list[Path]:
