@@ -42,7 +42,7 @@ class FeatureSource:
             "dataset": self.dataset.fingerprint(),
             "split": split,
             "flip": flip,
-            "view": self.protocol.view or self.protocol.name,
+            "view": self.protocol.feature_key(self.method),
         }
 
     def get(self, split: str, flip: bool = False) -> torch.Tensor:

@@ -159,6 +159,12 @@ class Method:
         """
         raise NotImplementedError
 
+    def feature_view(self, view: str) -> str:
+        """The name of the features ``encode`` gives for ``view``: views that give the same
+        features share a name, so that they are computed and cached once. By default every view
+        gives the same features; methods with view-specific features return the view."""
+        return ""
+
     def parts(self) -> dict[str, slice]:
         """Named parts of the ``"parts"`` view's features: name -> slice of the feature vector.
 

@@ -78,6 +78,11 @@ class Protocol:
         """What the protocol reads from a method for a batch (default: its ``view`` features)."""
         return method.encode(x, self.view, index)
 
+    def feature_key(self, method: "Method") -> str:
+        """Names what ``extract`` reads, in the feature-cache key: protocols that read the same
+        thing share cached features (default: the method's name for the view's features)."""
+        return f"view:{method.feature_view(self.view)}"
+
     def evaluate(self, dataset: FaceDataset, features: Features, seed: int) -> dict:
         """Metrics of the protocol (JSON-able; fractions, not percent)."""
         raise NotImplementedError

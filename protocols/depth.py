@@ -195,6 +195,9 @@ class Depth(Protocol):
     def extract(self, method: Method, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return method.depth(x)
 
+    def feature_key(self, method: Method) -> str:
+        return "depth"
+
     def evaluate(self, dataset: FaceDataset, features: Features, seed: int) -> dict:
         pred = features.get("test").float()
         tan_half = math.tan(math.radians(features.method.depth_fov) / 2)

@@ -213,3 +213,23 @@ def test_validation_split_is_stratified_and_seeded():
     assert mask.sum() == 20 and all(int(mask[labels == c].sum()) == 5 for c in range(4))
     assert torch.equal(mask, validation_split(labels, 0.2, seed=1))
     assert not torch.equal(mask, validation_split(labels, 0.2, seed=2))
+
+
+def test_protocols_reading_the_same_features_share_the_cache(tmp_path):
+    """A method whose features do not depend on the view is encoded once for fer, knn and
+    factors; LatentFace's views differ and depth reads something else."""
+    from harness.features import FeatureSource
+    from harness.runner import Session, Settings
+
+    session = Session(Settings(preset="smoke", cache_dir=str(tmp_path)))
+    data = session.dataset("synthetic")
+
+    def key(method: str, protocol: str, split: str = "train") -> dict:
+        return FeatureSource(session.method(method, "default" if method != "latentface" else "rdm-both", 0), data,
+                             session.protocol(protocol), tmp_path).key(split)
+
+    assert key("pixels", "fer") == key("pixels", "knn") == key("pixels", "factors")
+    assert key("pixels", "verification", "pairs") == key("pixels", "factors", "pairs")
+    assert key("unsup3d", "fer") == key("unsup3d", "knn") != key("unsup3d", "factors")
+    assert key("unsup3d", "depth") not in (key("unsup3d", "fer"), key("unsup3d", "factors"))
+    assert key("latentface", "fer", "pairs") != key("latentface", "verification", "pairs")

@@ -477,6 +477,9 @@ class LatentFace(Method):
         }
         return torch.cat([value[block](kind) for kind, block in self.feature_blocks(view)], dim=1)
 
+    def feature_view(self, view: str) -> str:
+        return view
+
     def feature_blocks(self, view: str) -> list[tuple[str, str]]:
         """(latent kind, block) in feature order: ``Z``, ``Z_id`` or ``Z - Z_id`` (D wide each),
         and for the ``parts`` view the environment codes (``env``: light, pose)."""

@@ -364,6 +364,9 @@ class Unsup3DMethod(Method):
         names = self.kinds + (self.environment if view == "parts" else ())
         return torch.cat([latents[n] for n in names], dim=1)
 
+    def feature_view(self, view: str) -> str:
+        return "parts" if view == "parts" else ""  # FER and verification both read [Z_t, Z_s]
+
     def parts(self) -> dict[str, slice]:
         widths = {latent_name(k): stage1_config(self.cfg).latent_dim for k in self.kinds}
         return part_slices({**widths, **{e: ENVIRONMENT[e] for e in self.environment}})
