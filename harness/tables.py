@@ -53,6 +53,8 @@ def method_setting(record: dict) -> dict:
     setting = {"preset": cfg["preset"], "method": cfg["method"]["config"], "pretrain": cfg.get("pretrain")}
     if "train" in cfg:  # trained with bf16 / TF32 (absent on the plain float32 path)
         setting["train"] = cfg["train"]
+    if "weights" in cfg:  # loaded from a file (a release, an outside encoder): the file is the model
+        setting["weights"] = cfg["weights"]["sha256"]
     return setting
 
 
@@ -140,12 +142,15 @@ class Grid:
         self.all = list(records)
         self.cells: dict[RowKey, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
         self.settings: dict[RowKey, dict] = {}
+        self.weights: dict[RowKey, str] = {}  # the weight file's name, for rows loaded from one
         for r in self.all:
             c = r["cell"]
             setting = method_setting(r)
             key = (c["method"], c["variant"], config_hash(setting))
             self.cells[key][(c["protocol"], c["dataset"])].append(r)
             self.settings[key] = setting
+            if "weights" in r["config"]:
+                self.weights[key] = Path(r["config"]["weights"]["path"]).name
         self.notes: list[str] = []
         self.layouts: dict[str, Layout] = {}  # markdown body -> the layout that made it
 
@@ -166,6 +171,9 @@ class Grid:
         with several settings; a changed dataset under the same name shows as its fingerprint."""
         method, variant, _ = key
         name = method if variant == "default" else f"{method} [{variant}]"
+        weights = self.weights.get(key)
+        if weights:  # a model loaded from a file is named with its file
+            name += f" <{weights}>"
         clashes = [k for k in self.cells if k[:2] == key[:2]]
         if len(clashes) == 1:
             return name

@@ -74,7 +74,7 @@ def test_timm_runs_by_name_only_and_lands_in_tables(tmp_path, capsys) -> None:
     argv.append(f"--set=timm.weights={path}")
     assert main([*argv, "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
-    assert "| timm [test_resnet]" in out
+    assert "| timm [test_resnet] <test_resnet.pth>" in out  # named with its weights
     files = sorted((tmp_path / "results").glob("*/toy/*.json"))
     assert len(files) == 2  # fer and verification
     record = json.loads(files[0].read_text())
