@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--folder", help="where to write the file (default: a temporary folder)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.folder:
+        Path(args.folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         path = Path(tmp) / "diffusion_64.pth"
         write_release(path)
