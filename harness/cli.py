@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import torch
@@ -23,6 +24,9 @@ from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
 REFERENCE_STORE = "results/reference"  # the committed reference results on real faces
+
+if TYPE_CHECKING:  # the tables module is imported when it is needed
+    from harness.tables import Table
 
 EXAMPLES = f"""
 examples:
@@ -303,7 +307,7 @@ def missing_dump(settings: Settings, result_path: Path) -> bool:
     return bool(settings.dump_features) and not (dump_folder(settings, result_path) / "cell.json").exists()
 
 
-def show_tables(generated: dict[str, "tables.Table"], store: Path, heading: str = "") -> int:
+def show_tables(generated: dict[str, "Table"], store: Path, heading: str = "") -> int:
     """Print tables (without their figures) and where the store's files are."""
     if not generated:
         print(f"no result files in {store}/ yet; run some cells first")
