@@ -23,13 +23,15 @@ LIBRARIES = ("torch", "torchvision", "timm", "lightly", "diffusers", "numpy", "s
 
 
 def git_state() -> dict:
-    """The commit of the code and whether tracked files differ from it."""
+    """The commit of the code and whether tracked files other than stored results differ from it
+    (a run that writes into a committed store, ``results/``, does not make its code dirty)."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.CalledProcessError):
         return {"sha": "unknown", "dirty": None}
 

@@ -189,3 +189,25 @@ def test_pickle_of_the_payload_really_runs_code(tmp_path):
     pickle.loads(pickle.dumps(Payload(marker)))
     time.sleep(0.1)
     assert marker.exists()
+
+
+def test_results_written_into_a_committed_store_do_not_make_the_code_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    from harness import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cell.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "results" / "cell.json").unlink()  # a rerun moves a stored result away
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_state()["dirty"] is True
