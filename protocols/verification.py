@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tabulate import tabulate
+
 from harness import plots
 from harness.config import Config, at_least, choice, positive
 from harness.datasets.base import FaceDataset, ImageSet, PairList
@@ -179,7 +181,10 @@ class Verification(Protocol):
     table = ("table2_verification", "Table 2: face verification, 10-fold accuracy")
     paper = PAPER_TABLE2
     version = "2"  # 2: TAR at FAR, ROC AUC and the ROC curve from the test-fold scores
-    note = "Verification: ± is the spread over the 10 folds (sd, ddof 1); seed sd is the sd of the mean over seeds."
+    note = (
+        "Verification: accuracy ± is the spread over the 10 folds (sd, ddof 1), seed sd the sd of the mean"
+        " over seeds; TAR and AUC ± is the sd over seeds."
+    )
 
     def images(self, dataset: FaceDataset, split: str) -> ImageSet:
         return dataset.verification()[0]
@@ -249,6 +254,25 @@ class Verification(Protocol):
         return f"{acc.mean():.2f}±{fold_sd:.2f} (n={len(acc)}{seeds})"
 
     @classmethod
+    def tables(cls, grid) -> dict[str, tuple[str, str]]:
+        """Table 2 (accuracy, with the paper's column) and beside it the ROC figures of the
+        same scores: TAR at each FAR and the AUC (results from before version 2 have none)."""
+        out = super().tables(grid)
+        rows = grid.rows(protocols=[cls.name])
+        headers, body = ["Method"], [[grid.label(k)] for k in rows]
+        for dataset in grid.columns(cls.name, rows):
+            headers += [f"{dataset} {name}" for name, _ in ROC_COLUMNS]
+            for line, key in zip(body, rows):
+                records = [r for r in grid.records(key, cls.name, dataset) if "auc" in r["metrics"]]
+                line += [roc_cell(records, metric) for _, metric in ROC_COLUMNS]
+        if any(cell for line in body for cell in line[1:]):
+            out[f"{cls.table[0]}_roc"] = (
+                "Table 2, ROC view: true accept rate at a false accept rate, and ROC AUC",
+                tabulate(body, headers=headers, tablefmt="github"),
+            )
+        return out
+
+    @classmethod
     def figures(cls, grid, folder: Path) -> list[Path]:
         """Per dataset, the ROC curve of every row (pooled test folds, TAR averaged over seeds),
         embedded under Table 2; results from before version 2 have no curve."""
@@ -262,8 +286,24 @@ class Verification(Protocol):
                     curves[grid.label(key)] = mean_roc(rocs)
             if curves:
                 title = f"ROC on {dataset}: pooled test folds, mean over seeds"
-                out.append(plots.roc_figure(curves, folder / f"{cls.table[0]}-roc-{dataset}.png", title))
+                out.append(plots.roc_figure(curves, folder / f"{cls.table[0]}_roc-{dataset}.png", title))
         return out
+
+
+#: The ROC table's columns: (header, metric key); FAR 1e-3 only from the pooled test folds.
+ROC_COLUMNS = (
+    (f"TAR@FAR {POOLED_FAR:g} (pooled)", f"tar_at_far_{POOLED_FAR:g}_pooled"),
+    *((f"TAR@FAR {far:g}", f"tar_at_far_{far:g}") for far in FOLD_FARS),
+    ("AUC", "auc"),
+)
+
+
+def roc_cell(records: list[dict], metric: str) -> str:
+    """Percent, mean over seeds, ± the sd over seeds when there are several."""
+    if not records:
+        return ""
+    v = 100 * np.array([r["metrics"][metric] for r in records])
+    return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f}±{v.std(ddof=1):.2f} (n={len(v)})"
 
 
 def mean_roc(rocs: list[dict[str, list[float]]]) -> tuple[np.ndarray, np.ndarray]:

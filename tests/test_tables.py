@@ -32,14 +32,18 @@ def test_tables_only_draws_a_figure_per_table_embeds_it_and_regenerates_identica
         (copy / path.relative_to(store)).write_bytes(path.read_bytes())
     assert main(["--tables-only", "--results-dir", str(copy)]) == 0
     stems = sorted(p.stem for p in (copy / "tables").glob("*.md"))
-    assert stems == ["ablation_toy", "table1_fer", "table2_verification", "table_knn"]
-    for stem in stems:
+    assert stems == ["ablation_toy", "table1_fer", "table2_verification", "table2_verification_roc", "table_knn"]
+    # the ROC view: AUC of a row is the mean over seeds of the results' AUCs
+    auc = [100 * json.loads(p.read_text())["metrics"]["auc"] for p in sorted(copy.glob("verification/toy/simclr--*.json"))]
+    simclr = next(line for line in (copy / "tables" / "table2_verification_roc.md").read_text().splitlines() if line.startswith("| simclr"))
+    assert f"{sum(auc) / 2:.2f}±{abs(auc[0] - auc[1]) / 2**0.5:.2f} (n=2)" in simclr
+    for stem in ["ablation_toy", "table1_fer", "table2_verification", "table_knn"]:  # the tables laid out as bars
         png = copy / "figures" / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{stem}](../figures/{stem}.png)" in (copy / "tables" / f"{stem}.md").read_text()
     # a protocol's own figure named after its table is embedded under it: verification's ROC curves
-    assert (copy / "figures" / "table2_verification-roc-toy.png").exists()
-    assert "![table2_verification-roc-toy](../figures/table2_verification-roc-toy.png)" in (copy / "tables" / "table2_verification.md").read_text()
+    assert (copy / "figures" / "table2_verification_roc-toy.png").exists()
+    assert "![table2_verification_roc-toy](../figures/table2_verification_roc-toy.png)" in (copy / "tables" / "table2_verification_roc.md").read_text()
     files = sorted((copy / "tables").glob("*.md")) + sorted((copy / "figures").glob("*.png"))
     before = {p: p.read_bytes() for p in files}
     assert main(["--tables-only", "--results-dir", str(copy)]) == 0
