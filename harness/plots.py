@@ -134,16 +134,17 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], pat
     """A matrix with its values written in the cells (confusion matrices, factor x part tables)."""
     plt = pyplot()
     matrix = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.3 + 0.6 * len(columns), 1.3 + 0.5 * len(rows)))
+    label_width = 0.07 * max(map(len, rows), default=0)  # inches for the row labels
+    fig, ax = plt.subplots(figsize=(1.8 + label_width + 0.6 * len(columns), 1.3 + 0.5 * len(rows)))
     im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(columns)), columns, rotation=45 if max(map(len, columns), default=0) > 4 else 0, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    lo, hi = im.get_clim()
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            dark = (matrix[i, j] - lo) / (hi - lo or 1) > 0.5
-            ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.set_title(title, fontsize=9)
+            r, g, b, _ = im.cmap(im.norm(matrix[i, j]))
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5  # dark text on light cells, whatever the colour map
+            ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=7, color="black" if light else "white")
+    ax.set_title(textwrap.fill(title, int(6 * (1.8 + label_width + 0.6 * len(columns)))), fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, fraction=0.046)

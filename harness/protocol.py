@@ -94,6 +94,12 @@ class Protocol:
         return float(metrics["accuracy"])
 
     @classmethod
+    def floors(cls, metrics: dict) -> dict[str, float]:
+        """Baselines that one result scores besides the method (``{label: value}``, on
+        ``main_metric``'s scale), drawn as floor lines in the table's bar chart; none by default."""
+        return {}
+
+    @classmethod
     def summary(cls, metrics: dict) -> str:
         """One line for the log when a cell finishes."""
         return f"accuracy {100 * cls.main_metric(metrics):.2f}"

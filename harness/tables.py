@@ -270,8 +270,23 @@ class Grid:
             numbers = [self.paper_number(layout.paper, key, p, d) for p, d in layout.columns]
             if any(numbers):
                 paper[label] = [n[0] if n else None for n in numbers]
+        floors.update(self.protocol_floors(layout))
         metrics = sorted({p.metric.split(" / ")[0] for p, _ in layout.columns})  # the main metric comes first
         return plots.Bars(title=title, ylabel=" / ".join(metrics), groups=groups, series=series, floors=floors, paper=paper)
+
+
+    def protocol_floors(self, layout: Layout) -> dict[str, list[Optional[plots.Stat]]]:
+        """The floors the protocols score inside each result (``Protocol.floors``), in percent:
+        per column the mean and sd over the column's results."""
+        values: dict[str, list[list[float]]] = {}
+        for g, (protocol, dataset) in enumerate(layout.columns):
+            for record in (r for key in layout.rows for r in self.records(key, protocol.name, dataset)):
+                for label, value in protocol.floors(record["metrics"]).items():
+                    values.setdefault(label, [[] for _ in layout.columns])[g].append(100 * value)
+        return {
+            label: [(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) if v else None for v in columns]
+            for label, columns in values.items()
+        }
 
 
 def footer(records: list[dict], notes: list[str]) -> str:
@@ -328,14 +343,33 @@ def generate(results_dir: Path) -> dict[str, Table]:
     """Write every figure and table (markdown, figures embedded) of a store; returns the tables."""
     results_dir = Path(results_dir)
     figures = results_dir / "figures"
-    grid, tables = build_tables(load_results(results_dir))
+    records = load_results(results_dir)
+    grid, tables = build_tables(records)
+    written = set()
     for stem, table in tables.items():
         if table.layout is not None:
-            plots.bar_chart(grid.bars(table.layout, table.title), figures / f"{stem}.png")
+            written.add(plots.bar_chart(grid.bars(table.layout, table.title), figures / f"{stem}.png"))
     for name in PROTOCOLS.names():
         if grid.records_of(name):
-            PROTOCOLS.get(name).figures(grid, figures)
+            written.update(PROTOCOLS.get(name).figures(grid, figures))
+    remove_stale(results_dir, written, set(tables), {Path(r["_path"]).stem for r in records})
     for stem, table in tables.items():
         with atomic_path(results_dir / "tables" / f"{stem}.md") as tmp:
             tmp.write_text(table.markdown(f"../figures/{p.name}" for p in table_figures(figures, stem)))
     return tables
+
+
+def remove_stale(results_dir: Path, written: set[Path], stems: set[str], results: set[str]) -> None:
+    """Delete what this generation no longer makes, so that no table embeds an old figure: tables
+    and top-level figures not written now, and per-result figures (``<dataset>/<result>[-kind].png``)
+    whose result file is gone (superseded or deleted)."""
+    for md in (results_dir / "tables").glob("*.md"):
+        if md.stem not in stems:
+            md.unlink()
+    names = {Path(p).name for p in written}
+    for png in (results_dir / "figures").glob("*.png"):
+        if png.name not in names:
+            png.unlink()
+    for png in (results_dir / "figures").glob("*/*.png"):
+        if png.stem not in results and png.stem.rsplit("-", 1)[0] not in results:
+            png.unlink()

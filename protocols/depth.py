@@ -231,6 +231,10 @@ class Depth(Protocol):
         return float(metrics["side"])
 
     @classmethod
+    def floors(cls, metrics: dict) -> dict[str, float]:
+        return {"flat plane": float(metrics["flat_side"]), "mean training depth": float(metrics["mean_train_side"])}
+
+    @classmethod
     def summary(cls, metrics: dict) -> str:
         return (
             f"SIDE {100 * metrics['side']:.3f} x 10^-2  MAD {metrics['mad']:.2f} deg at relief x{metrics['relief_scale']:.2f} "

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from harness import plots
 from harness.config import Config, at_least, between
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.errors import BenchError
@@ -354,8 +355,30 @@ class Factors(Protocol):
 
     @classmethod
     def figures(cls, grid, folder: Path) -> list[Path]:
-        """A heatmap per result: part x factor scores over chance, and each part's DCI importance share."""
-        return [path for r in grid.records_of(cls.name) if (path := heatmap(r, folder / r["cell"]["dataset"]))]
+        """A heatmap per result (part x factor scores over chance, and each part's DCI importance
+        share), and per dataset one of every method's parts, under the part x factor table."""
+        out = [path for r in grid.records_of(cls.name) if (path := heatmap(r, folder / r["cell"]["dataset"]))]
+        rows = grid.rows(protocols=[cls.name])
+        for dataset in grid.columns(cls.name, rows):
+            labels, scores = [], []
+            for key in rows:
+                records = grid.records(key, cls.name, dataset)
+                for part in records[0]["metrics"]["parts"] if records else []:
+                    labels.append(f"{grid.label(key)}: {part}")
+                    scores.append(np.mean([above_chance(r["metrics"], part) for r in records], axis=0))
+            if labels:
+                out.append(plots.heatmap(
+                    np.array(scores), labels, FACTORS, folder / f"table5_factors_parts-{dataset}.png",
+                    f"Every part's score above chance on {dataset} (1 = perfect; mean over seeds)",
+                    vmin=-0.2, vmax=1.0, cmap="magma",
+                ))
+        return out
+
+
+def above_chance(metrics: dict, part: str) -> list[float]:
+    """A part's score per factor with accuracies rescaled so that chance is 0 and perfect 1 (R^2 as is)."""
+    chance = metrics["chance"]
+    return [(metrics["parts"][part][f] - chance.get(f, 0.0)) / (1 - chance.get(f, 0.0)) for f in FACTORS]
 
 
 def heatmap(record: dict, folder: Path) -> Path | None:
@@ -372,10 +395,7 @@ def heatmap(record: dict, folder: Path) -> Path | None:
         return None
     m = record["metrics"]
     parts = list(m["parts"])
-    chance = m["chance"]
-    scaled = np.array([
-        [(m["parts"][p][f] - chance.get(f, 0.0)) / (1 - chance.get(f, 0.0)) for f in FACTORS] for p in parts
-    ])
+    scaled = np.array([above_chance(m, p) for p in parts])
     share = np.array([[m["dci_parts"][p]["importance"][f] for f in DCI_FACTORS] for p in parts])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.5 * len(parts) + 2.2), gridspec_kw={"width_ratios": [6, 5]})
     for ax, values, columns, title, vmin in (

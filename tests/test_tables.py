@@ -50,6 +50,26 @@ def test_tables_only_draws_a_figure_per_table_embeds_it_and_regenerates_identica
     assert {p: p.read_bytes() for p in files} == before  # byte for byte, figures included
 
 
+def test_tables_only_removes_what_no_result_makes_any_more(store, tmp_path):
+    copy = tmp_path / "results"
+    for path in store.glob("*/*/*.json"):
+        (copy / path.relative_to(store)).parent.mkdir(parents=True, exist_ok=True)
+        (copy / path.relative_to(store)).write_bytes(path.read_bytes())
+    assert main(["--tables-only", "--results-dir", str(copy)]) == 0
+    gone = sorted(copy.glob("fer/toy/simclr--*.json"))[0]
+    confusion = copy / "figures" / "toy" / f"{gone.stem}.png"
+    kept = copy / "figures" / "toy" / f"{sorted(copy.glob('fer/toy/simclr--*.json'))[1].stem}.png"
+    assert confusion.exists() and kept.exists()
+    old_name = copy / "figures" / "table2_verification-roc-toy.png"  # an earlier version's name
+    old_name.write_bytes((copy / "figures" / "table2_verification_roc-toy.png").read_bytes())
+    (copy / "tables" / "table9_gone.md").write_text("# a table no protocol makes now\n")
+    gone.rename(tmp_path / gone.name)  # as a rerun moves a result to superseded/
+    assert main(["--tables-only", "--results-dir", str(copy)]) == 0
+    assert not confusion.exists() and not old_name.exists() and not (copy / "tables" / "table9_gone.md").exists()
+    assert kept.exists() and (copy / "figures" / "table2_verification_roc-toy.png").exists()
+    assert "roc-toy" not in (copy / "tables" / "table2_verification.md").read_text()
+
+
 def test_bars_are_means_and_sds_over_seeds_with_floors_apart(store):
     grid, built = tables.build_tables(tables.load_results(store))
     bars = grid.bars(built["table1_fer"].layout, "t")
@@ -120,3 +140,21 @@ def test_plot_helpers_write_the_same_png_for_the_same_numbers(tmp_path):
     first, second = draw(tmp_path / "a"), draw(tmp_path / "b")
     for one, two in zip(first, second):
         assert one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and one.read_bytes() == two.read_bytes()
+
+
+def test_depth_chart_draws_its_floors_and_the_parts_table_its_heatmap(tmp_path):
+    """The floors a depth result scores become lines of its chart; every method's parts one
+    heatmap under the part x factor table (synthetic smoke, about 10 s)."""
+    store = tmp_path / "results"
+    assert run(store, "--methods", "unsup3d", "--protocol", "depth,factors", "--datasets", "synthetic", "--preset", "smoke") == 0
+    grid, built = tables.build_tables(tables.load_results(store))
+    bars = grid.bars(built["table_depth"].layout, "t")
+    record = json.loads(next(store.glob("depth/synthetic/unsup3d--*.json")).read_text())["metrics"]
+    assert list(bars.series) == ["unsup3d"] and bars.series["unsup3d"][0][0] == pytest.approx(100 * record["side"])
+    assert bars.floors == {
+        "flat plane": [(pytest.approx(100 * record["flat_side"]), 0.0, 1)],
+        "mean training depth": [(pytest.approx(100 * record["mean_train_side"]), 0.0, 1)],
+    }
+    parts = (store / "tables" / "table5_factors_parts.md").read_text()
+    assert "![table5_factors_parts-synthetic](../figures/table5_factors_parts-synthetic.png)" in parts
+    assert (store / "figures" / "table5_factors_parts-synthetic.png").read_bytes()[:4] == b"\x89PNG"
