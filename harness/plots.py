@@ -76,8 +76,8 @@ def bar_chart(bars: Bars, path: Path) -> Path:
         err = [stats[g][1] if stats[g][2] > 1 else np.nan for g in have]  # no bar for a single seed
         ax.bar(xs[have], mean, width * 0.9, yerr=err, capsize=2, color=colors[i % len(colors)], label=label,
                error_kw={"elinewidth": 0.8, "ecolor": "0.2"})
-        for g, m in zip(have, mean):  # the value, so the chart reads without the table
-            ax.text(xs[g], m / 2, f"{m:.1f}", ha="center", va="center", rotation=90, fontsize=7, color="white")
+        for g, m in zip(have, mean):  # the value (72.3, 1.06), so the chart reads without the table
+            ax.text(xs[g], m / 2, f"{m:.1f}" if abs(m) >= 10 else f"{m:.2f}", ha="center", va="center", rotation=90, fontsize=7, color="white")
         marks = [(xs[g], v) for g, v in enumerate(bars.paper.get(label, [])) if v is not None and stats[g] is not None]
         if marks:
             ax.plot(*zip(*marks), "D", color="black", markersize=5, label=None if paper_shown else "paper", zorder=3)
