@@ -274,7 +274,6 @@ class Grid:
         metrics = sorted({p.metric.split(" / ")[0] for p, _ in layout.columns})  # the main metric comes first
         return plots.Bars(title=title, ylabel=" / ".join(metrics), groups=groups, series=series, floors=floors, paper=paper)
 
-
     def protocol_floors(self, layout: Layout) -> dict[str, list[Optional[plots.Stat]]]:
         """The floors the protocols score inside each result (``Protocol.floors``), in percent:
         per column the mean and sd over the column's results."""

@@ -46,7 +46,7 @@ from harness.io import atomic_path
 from harness.protocol import Features, Protocol, mean_sd
 from harness.registry import register_protocol
 from protocols.fer import FERConfig, predict, train_probe
-from protocols.verification import best_threshold
+from protocols.verification import best_threshold, cosine_scores
 
 #: Table 5's columns, in the paper's order.
 FACTORS = ("identity", "expression", "light", "pose", "texture", "shape")
@@ -139,9 +139,7 @@ def r2(ridge: GroupedRidge, train_y: np.ndarray, test_x: np.ndarray, test_y: np.
 
 def verification_accuracy(f: torch.Tensor, pairs: PairList) -> float:
     """10-fold accuracy of the cosine score, each fold's threshold chosen on the other folds."""
-    fn = torch.nn.functional.normalize(f.float(), dim=1)
-    scores = (fn[pairs.left] * fn[pairs.right]).sum(1).numpy()
-    same = pairs.same.numpy()
+    scores, same = cosine_scores(f, pairs), pairs.same.numpy()
     accuracies = []
     for k in range(pairs.n_folds):
         test = (pairs.fold == k).numpy()
@@ -237,6 +235,7 @@ class Factors(Protocol):
     Config = FactorsConfig
     table = ("table5_factors", "Table 5 measured: the best part for each factor (score, part; ✓ = clearly above chance and better than the method's other parts)")
     metric = "DCI disentanglement"
+    version = "2"  # 2: the nearest-neighbour identification chance counts only the people in the pairs
     note = (
         "Factors: identity = 10-fold cosine verification accuracy on held-out people; expression = 7-class probe "
         "accuracy; light, pose, texture, shape = held-out R^2 (percent); D, C = DCI disentanglement and completeness "
@@ -267,9 +266,11 @@ class Factors(Protocol):
             for factor in REGRESSED:
                 scores[factor] = r2(ridge, train_targets[factor], held_out, test_targets[factor])
             per_part[name] = {**scores, "width": int(tr.shape[1])}
+        counts = pair_images.identities.unique(return_counts=True)[1].double()
         chance = {
             "identity": 0.5,
-            "identity_nn": (pair_images.identities.bincount().float().mean().item() - 1) / (len(pair_images) - 1),
+            # the chance that another image, drawn at random, shows the same person
+            "identity_nn": float((counts * (counts - 1)).sum() / (len(pair_images) * (len(pair_images) - 1))),
             "expression": 1 / n_classes,
         }
         margins = {

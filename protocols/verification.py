@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from tabulate import tabulate
+from torch import nn
 
 from harness import plots
 from harness.config import Config, at_least, choice, positive
 from harness.datasets.base import FaceDataset, ImageSet, PairList
-from harness.protocol import Features, Protocol, seeded_generator
+from harness.protocol import Features, Protocol, mean_sd, seeded_generator
 from harness.registry import register_protocol
 
 MODES = ("pair-linear", "pair-linear-legacy", "cosine")
@@ -142,6 +141,12 @@ def roc_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
     return out
 
 
+def cosine_scores(f: torch.Tensor, pairs: PairList) -> np.ndarray:
+    """The cosine similarity of each pair's two feature vectors."""
+    fn = nn.functional.normalize(f.float(), dim=1)
+    return (fn[pairs.left] * fn[pairs.right]).sum(1).numpy()
+
+
 def pair_features(f: torch.Tensor, pairs: PairList, legacy: bool) -> torch.Tensor:
     a, b = f[pairs.left], f[pairs.right]
     prod = (a * b).abs() if legacy else a * b
@@ -195,11 +200,13 @@ class Verification(Protocol):
         if self.cfg.flip_concat:
             f = torch.cat([f, features.get("pairs", flip=True).float()], dim=1)
         same = pairs.same.numpy()
+        # what each fold's model reads, built once: the pairs' cosine scores, or their pair features
+        x = cosine_scores(f, pairs) if self.cfg.mode == "cosine" else pair_features(f, pairs, self.cfg.mode == "pair-linear-legacy")
         scores = np.zeros(len(pairs))  # each pair's score from the classifier of its test fold
         accuracies, thresholds = [], []
         for k in range(pairs.n_folds):
             test = (pairs.fold == k).numpy()
-            scores[test], threshold = self.fold_scores(f, pairs, test, seed + k)
+            scores[test], threshold = self.fold_scores(x, pairs.same, test, seed + k)
             if self.cfg.mode == "cosine":
                 thresholds.append(threshold)
             accuracies.append(float(((scores[test] > threshold) == same[test]).mean()))
@@ -219,20 +226,18 @@ class Verification(Protocol):
             metrics["fold_thresholds"] = thresholds
         return metrics
 
-    def fold_scores(self, f: torch.Tensor, pairs: PairList, test: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    def fold_scores(self, x: np.ndarray | torch.Tensor, same: torch.Tensor, test: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
         """Scores of one fold's test pairs (higher = more likely the same person) from a model fit
-        on the other folds, and the threshold above which a pair is called the same person."""
+        on the other folds, and the threshold above which a pair is called the same person; ``x``
+        holds every pair's cosine score or pair features."""
         if self.cfg.mode == "cosine":
-            fn = nn.functional.normalize(f, dim=1)
-            scores = (fn[pairs.left] * fn[pairs.right]).sum(1).numpy()
-            threshold, _ = best_threshold(scores[~test], pairs.same.numpy()[~test])
-            return scores[test], threshold
+            threshold, _ = best_threshold(x[~test], same.numpy()[~test])
+            return x[test], threshold
         legacy = self.cfg.mode == "pair-linear-legacy"
-        x = pair_features(f, pairs, legacy)
         train_x = x[~test]
         # standardise with training-fold statistics; the released code fed raw features
         mean, std = (0.0, 1.0) if legacy else (train_x.mean(0), train_x.std(0) + 1e-6)
-        model = train_pair_linear((train_x - mean) / std, pairs.same[~test].long(), self.cfg, seed, legacy)
+        model = train_pair_linear((train_x - mean) / std, same[~test].long(), self.cfg, seed, legacy)
         with torch.no_grad():
             logits = model((x[test] - mean) / std)
         # the log-odds of "same"; > 0 is exactly the classifier's argmax decision
@@ -255,8 +260,8 @@ class Verification(Protocol):
 
     @classmethod
     def tables(cls, grid) -> dict[str, tuple[str, str]]:
-        """Table 2 (accuracy, with the paper's column) and beside it the ROC figures of the
-        same scores: TAR at each FAR and the AUC (results from before version 2 have none)."""
+        """Table 2 (accuracy, with the paper's column) and its ROC view: TAR at each FAR and the
+        AUC of the same scores (results from before version 2 have none)."""
         out = super().tables(grid)
         rows = grid.rows(protocols=[cls.name])
         headers, body = ["Method"], [[grid.label(k)] for k in rows]
@@ -300,10 +305,7 @@ ROC_COLUMNS = (
 
 def roc_cell(records: list[dict], metric: str) -> str:
     """Percent, mean over seeds, ± the sd over seeds when there are several."""
-    if not records:
-        return ""
-    v = 100 * np.array([r["metrics"][metric] for r in records])
-    return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f}±{v.std(ddof=1):.2f} (n={len(v)})"
+    return mean_sd([r["metrics"][metric] for r in records]) + f" (n={len(records)})" if records else ""
 
 
 def mean_roc(rocs: list[dict[str, list[float]]]) -> tuple[np.ndarray, np.ndarray]:

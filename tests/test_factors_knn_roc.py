@@ -177,6 +177,10 @@ def test_factors_finds_which_part_carries_which_factor():
     junk = m["parts"]["junk"]
     assert junk["identity"] < 0.65 and junk["expression"] < 0.45 and max(junk[f] for f in ("light", "pose", "texture", "shape")) < 0.05
     assert m["parts"]["who"]["identity_nn"] > 0.9 and m["chance"]["identity"] == 0.5
+    # chance of identification: the share of ordered pairs of distinct images that show one person
+    # (the held-out people's ids start at 100: ids nobody has must not count)
+    n = len(ids)
+    assert m["chance"]["identity_nn"] == pytest.approx(((ids[:, None] == ids[None, :]).sum() - n) / (n * (n - 1)))
     assert m["disentanglement"] > 0.5 and m["dci_parts"]["junk"]["disentanglement"] < m["dci_parts"]["how"]["disentanglement"]
     assert m["embedding_size"] == 23
 
