@@ -15,7 +15,6 @@ file at the same path never reuses old features or results.
 from __future__ import annotations
 
 import functools
-import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from harness.errors import BenchError
+from harness.io import file_digest
 
 
 class ForeignCall(Exception):
@@ -98,11 +98,7 @@ def file_sha256(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(functools.partial(handle.read, 1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
 def weights_record(path: str | Path, **extra: Any) -> dict[str, Any]:

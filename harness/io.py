@@ -227,9 +227,13 @@ def _decode(node: Any, tensors: dict[str, torch.Tensor], path: Path) -> Any:
     return body
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks (``hashlib.file_digest`` needs Python 3.11)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_problem(tensor_file: Path, meta_file: Path) -> str | None:
