@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.cli import merge_overrides  # noqa: E402
 from harness.config import load_config_file, parse_overrides  # noqa: E402
 from harness.datasets.synthetic.dataset import subset  # noqa: E402
 from harness.method import MethodContext, model_seed, to_input  # noqa: E402
@@ -102,9 +103,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=".cache")
     args = parser.parse_args()
 
-    overrides = parse_overrides(args.overrides)
-    if args.config:
-        overrides = {**load_config_file(args.config), **overrides}
+    overrides = merge_overrides(load_config_file(args.config) if args.config else {}, parse_overrides(args.overrides))
     session = Session(Settings(preset=args.preset, overrides=overrides, cache_dir=args.cache_dir, device=args.device))
     cfg = Unsup3DConfig.resolve(args.preset, session.settings.section("unsup3d"), "unsup3d")
     data = session.dataset("synthetic")

@@ -31,6 +31,7 @@ def export(args: argparse.Namespace) -> Path:
         overrides=merge_overrides(load_config_file(args.config) if args.config else {}, parse_overrides(args.overrides)),
         data_root=args.data_root,
         cache_dir=args.cache_dir,
+        device=args.device,  # part of the model's identity: a CUDA run trains in bf16 with TF32
     )
     session = session_for(settings)
     name, _, variant = args.method.partition(":")
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "data"))
     parser.add_argument("--cache-dir", default=os.environ.get("BENCH_CACHE_DIR", ".cache"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="the device the model was trained with, as given to run_bench.py (a CUDA-trained model is exported on a GPU node)")
     args = parser.parse_args(argv)
     try:
         out = export(args)
