@@ -20,6 +20,13 @@ from harness.io import atomic_path
 Stat = tuple[float, float, int]
 
 
+def stat(values: Sequence[float]) -> Optional[Stat]:
+    """The ``Stat`` of some values (sd with ddof 1), None for none."""
+    if not len(values):
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot on the file-only Agg backend (imported late: the CLI starts faster)."""
     import matplotlib
@@ -36,6 +43,14 @@ def save(fig: Any, path: Path, dpi: int = 100) -> Path:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
     pyplot().close(fig)
     return Path(path)
+
+
+def result_png(record: dict, folder: Path, kind: str = "") -> Optional[Path]:
+    """Where a figure of one result file goes, ``<folder>/<result>[-<kind>].png``, or None when
+    one newer than the result file is there already (only new results are drawn again)."""
+    src = Path(record["_path"])
+    png = Path(folder) / (f"{src.stem}-{kind}.png" if kind else f"{src.stem}.png")
+    return None if png.exists() and png.stat().st_mtime >= src.stat().st_mtime else png
 
 
 @dataclasses.dataclass
@@ -100,24 +115,21 @@ def bar_chart(bars: Bars, path: Path) -> Path:
     return save(fig, path)
 
 
-def roc_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str,
-               log_far: bool = True) -> Path:
+def roc_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str) -> Path:
     """ROC curves: ``{label: (false accept rates, true accept rates)}``, one line each.
 
-    ``log_far`` puts the false accept rate on a log axis (where verification is compared,
-    TAR@FAR=1e-3...); points at FAR 0 cannot be drawn there and are left out.
+    The false accept rate is on a log axis (where verification is compared, TAR@FAR=1e-3...);
+    points at FAR 0 cannot be drawn there and are left out.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for label, (far, tar) in curves.items():
         far, tar = np.asarray(far, dtype=float), np.asarray(tar, dtype=float)
-        keep = far > 0 if log_far else slice(None)
-        ax.plot(far[keep], tar[keep], label=label, linewidth=1.2)
+        ax.plot(far[far > 0], tar[far > 0], label=label, linewidth=1.2)
     lowest = min((f for far, _ in curves.values() for f in far if f > 0), default=1e-3)
-    grid = np.logspace(np.log10(lowest), 0, 50) if log_far else np.linspace(0, 1, 2)
+    grid = np.logspace(np.log10(lowest), 0, 50)
     ax.plot(grid, grid, color="0.6", linestyle=":", linewidth=1, label="chance")
-    if log_far:
-        ax.set_xscale("log")
+    ax.set_xscale("log")
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
     ax.set_ylim(0, 1.01)

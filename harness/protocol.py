@@ -46,7 +46,6 @@ class Protocol:
         table: file stem and title of the protocol's main table.
         metric: column label of the main table's cells.
         paper: the paper's numbers in percent: (method, variant) -> {dataset: (value, spread)}.
-        higher_is_better: direction of ``main_metric`` (figures draw floors and sort with it).
         note: a line for the footer of tables that show this protocol (e.g. what ± means).
     """
 
@@ -58,7 +57,6 @@ class Protocol:
     table: ClassVar[tuple[str, str]] = ("", "")
     metric: ClassVar[str] = "acc"
     paper: ClassVar[dict[tuple[str, str], dict[str, tuple[float, float]]]] = {}
-    higher_is_better: ClassVar[bool] = True
     note: ClassVar[str] = ""
 
     def __init__(self, cfg: Config) -> None:

@@ -248,7 +248,7 @@ class Grid:
         rows = self.rows(ablation.rows)
         if len(rows) < 2:  # an ablation needs something to compare with
             return ""
-        protocols = [PROTOCOLS.get(p) for p in PROTOCOLS.names() if any((p, d) in self.cells[k] for k in rows for d in self.columns(p, rows))]
+        protocols = [PROTOCOLS.get(p) for p in PROTOCOLS.names() if self.columns(p, rows)]
         return self.table(rows, protocols, ablation.paper)
 
     # --- figures ------------------------------------------------------------------------------
@@ -260,32 +260,23 @@ class Grid:
         series: dict[str, list] = {}
         floors: dict[str, list] = {}
         paper: dict[str, list] = {}
+        scored: dict[str, list[list[float]]] = {}  # the floors results score themselves (Protocol.floors)
         for key in layout.rows:
             stats = []
-            for protocol, dataset in layout.columns:
-                values = 100 * np.array([protocol.main_metric(r["metrics"]) for r in self.records(key, protocol.name, dataset)])
-                stats.append((float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)) if len(values) else None)
+            for g, (protocol, dataset) in enumerate(layout.columns):
+                records = self.records(key, protocol.name, dataset)
+                stats.append(plots.stat([100 * protocol.main_metric(r["metrics"]) for r in records]))
+                for r in records:
+                    for name, value in protocol.floors(r["metrics"]).items():
+                        scored.setdefault(name, [[] for _ in layout.columns])[g].append(100 * value)
             label = self.label(key)
             (floors if is_floor(key) else series)[label] = stats
             numbers = [self.paper_number(layout.paper, key, p, d) for p, d in layout.columns]
             if any(numbers):
                 paper[label] = [n[0] if n else None for n in numbers]
-        floors.update(self.protocol_floors(layout))
+        floors.update({name: [plots.stat(v) for v in columns] for name, columns in scored.items()})
         metrics = sorted({p.metric.split(" / ")[0] for p, _ in layout.columns})  # the main metric comes first
         return plots.Bars(title=title, ylabel=" / ".join(metrics), groups=groups, series=series, floors=floors, paper=paper)
-
-    def protocol_floors(self, layout: Layout) -> dict[str, list[Optional[plots.Stat]]]:
-        """The floors the protocols score inside each result (``Protocol.floors``), in percent:
-        per column the mean and sd over the column's results."""
-        values: dict[str, list[list[float]]] = {}
-        for g, (protocol, dataset) in enumerate(layout.columns):
-            for record in (r for key in layout.rows for r in self.records(key, protocol.name, dataset)):
-                for label, value in protocol.floors(record["metrics"]).items():
-                    values.setdefault(label, [[] for _ in layout.columns])[g].append(100 * value)
-        return {
-            label: [(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) if v else None for v in columns]
-            for label, columns in values.items()
-        }
 
 
 def footer(records: list[dict], notes: list[str]) -> str:

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
+from harness import plots
 from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.errors import BenchError
-from harness.io import atomic_path
 from harness.method import Method
 from harness.protocol import Features, Protocol
 from harness.registry import register_protocol
@@ -178,7 +178,6 @@ class Depth(Protocol):
     Config = DepthConfig
     table = ("table_depth", "Depth accuracy on synthetic faces (SIDE x 10^-2 / MAD in degrees; lower is better)")
     metric = "SIDE ×10⁻² / MAD °"
-    higher_is_better = False
     note = (
         "Depth: mean±sd over seeds of the per-image means, after a relief scale fit on training images (also as "
         "predicted); floors scored on the same images. Unsup3D's paper reports SIDE 0.793±0.140 x 10^-2 and MAD "
@@ -269,12 +268,10 @@ class Depth(Protocol):
                 scales = [r["metrics"]["relief_scale"] for r in records]
                 line += [cls.cell(records), cls.cell(records, suffix="_raw"), f"{np.mean(scales):.2f}" if scales else ""]
             body.append(line)
+        # the floors as scored by the first result the table shows on each dataset
+        first = {d: next((rs[:1] for k in rows if (rs := grid.records(k, cls.name, d))), []) for d in datasets}
         for prefix, label in (("flat_", "flat plane (floor)"), ("mean_train_", "mean training depth (floor)")):
-            line = [label]
-            for d in datasets:
-                first = [r for r in grid.records_of(cls.name) if r["cell"]["dataset"] == d][:1]
-                line += [cls.cell(first, prefix), "", ""]
-            body.append(line)
+            body.append([label, *(cell for d in datasets for cell in (cls.cell(first[d], prefix), "", ""))])
         return {cls.table[0]: (cls.table[1], tabulate(body, headers=headers, tablefmt="github"))}
 
     @classmethod
@@ -295,15 +292,10 @@ def from_json(maps: list) -> torch.Tensor:
 def depth_figure(record: dict, folder: Path) -> Path | None:
     """PNG of a result's examples (rows: images; columns: input, true depth, predicted depth,
     true normals, predicted normals); None when an up-to-date one exists."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    src = Path(record["_path"])
-    png = folder / f"{src.stem}-depth.png"
-    if png.exists() and png.stat().st_mtime >= src.stat().st_mtime:
+    png = plots.result_png(record, folder, "depth")
+    if png is None:
         return None
+    plt = plots.pyplot()
     ex = record["metrics"]["examples"]
     true, pred = from_json(ex["true"]), from_json(ex["predicted"])
     true_n, pred_n = normals(true, ex["tan_half"])[0], normals(pred, ex["tan_half"])[0]
@@ -329,10 +321,7 @@ def depth_figure(record: dict, folder: Path) -> Path | None:
     fig.suptitle(f"{c['method']} [{c['variant']}] on {c['dataset']}, seed {c['seed']}: SIDE {100 * m['side']:.2f}e-2, "
                  f"MAD {m['mad']:.1f}° at relief x{m['relief_scale']:.2f} (nearer = brighter)", fontsize=9)
     fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    return png
+    return plots.save(fig, png, dpi=80)
 
 
 def normal_rgb(normal: torch.Tensor, valid: torch.Tensor) -> np.ndarray:

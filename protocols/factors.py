@@ -42,7 +42,6 @@ from harness import plots
 from harness.config import Config, at_least, between
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.errors import BenchError
-from harness.io import atomic_path
 from harness.protocol import Features, Protocol, mean_sd
 from harness.registry import register_protocol
 from protocols.fer import FERConfig, predict, train_probe
@@ -325,10 +324,11 @@ class Factors(Protocol):
         """Table 5 in the paper's layout (one row per method), and every part x factor score."""
         rows = grid.rows(protocols=[cls.name])
         main, detail = [], []
+        several = len(grid.columns(cls.name, rows)) > 1
         for key in rows:
             for dataset in grid.columns(cls.name, [key]):
                 records = grid.records(key, cls.name, dataset)
-                label = grid.label(key) + (f" ({dataset})" if len(grid.columns(cls.name, rows)) > 1 else "")
+                label = grid.label(key) + (f" ({dataset})" if several else "")
                 first = records[0]["metrics"]
                 cells = []
                 for factor in FACTORS:
@@ -385,15 +385,10 @@ def above_chance(metrics: dict, part: str) -> list[float]:
 def heatmap(record: dict, folder: Path) -> Path | None:
     """PNG: left, each part's score per factor (accuracies rescaled so chance = 0 and perfect = 1,
     R^2 as is); right, the share of DCI importance each part holds per factor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    src = Path(record["_path"])
-    png = folder / f"{src.stem}-factors.png"
-    if png.exists() and png.stat().st_mtime >= src.stat().st_mtime:
+    png = plots.result_png(record, folder, "factors")
+    if png is None:
         return None
+    plt = plots.pyplot()
     m = record["metrics"]
     parts = list(m["parts"])
     scaled = np.array([above_chance(m, p) for p in parts])
@@ -415,7 +410,4 @@ def heatmap(record: dict, folder: Path) -> Path | None:
     c = record["cell"]
     fig.suptitle(f"{c['method']} [{c['variant']}] on {c['dataset']}, seed {c['seed']}", fontsize=10)
     fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return png
+    return plots.save(fig, png, dpi=90)

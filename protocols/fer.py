@@ -197,9 +197,8 @@ class FER(Protocol):
 
 def confusion_figure(record: dict, folder: Path) -> Path | None:
     """The PNG of one FER result's confusion matrix; None when an up-to-date one exists."""
-    src = Path(record["_path"])
-    png = folder / (src.stem + ".png")
-    if png.exists() and png.stat().st_mtime >= src.stat().st_mtime:
+    png = plots.result_png(record, folder)
+    if png is None:
         return None
     cm = np.asarray(record["metrics"]["confusion"], dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
