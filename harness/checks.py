@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.accel import TrainConfig
-from harness.config import Config, PretrainConfig, check_sections
+from harness.config import Config, PretrainConfig
 from harness.errors import BenchError
 from harness.registry import DATASETS, METHODS, PROTOCOLS
 from harness.runner import Cell, Session
@@ -31,8 +31,7 @@ def known_sections() -> dict[str, type[Config]]:
 def check_run(session: Session, cells: list[Cell]) -> None:
     """All pre-flight checks of a run of ``cells`` (nothing is trained, loaded or written)."""
     settings = session.settings
-    sections = known_sections()
-    check_sections(settings.overrides, sections, "--set/--config")
+    sections = known_sections()  # the sections' names were checked as the command line was read
     for name in settings.overrides:  # every section a setting names resolves, used by these cells or not
         sections[name].resolve(settings.preset, settings.section(name, sections[name].SHARED_SECTIONS), name)
     check_pretraining(session.pretrain)
@@ -50,8 +49,6 @@ def check_pretraining(pretrain: PretrainConfig) -> None:
     """``pretrain.data`` and ``pretrain.clips`` name datasets that can serve them."""
     for field, task in (("data", "pretrain"), ("clips", "clips")):
         name = getattr(pretrain, field)
-        if name not in DATASETS:
-            DATASETS.get(name)  # the registry's "unknown dataset" message, with the known names
         if task not in DATASETS.get(name).tasks:
             able = ", ".join(n for n in DATASETS.names() if task in DATASETS.get(n).tasks)
             raise BenchError(f"pretrain.{field}={name}: that dataset has no {task} split; choose one of {able}")
@@ -95,9 +92,11 @@ def check_training_data(session: Session, cells: list[Cell]) -> None:
     cache = Path(session.settings.cache_dir)
     seen = set()
     for cell in cells:
+        if (cell.method, cell.variant) in seen:
+            continue
         method = session.method(cell.method, cell.variant, cell.seed)
         todo = [a for a in method.artifacts() if not a.is_built(cache)]
-        if not todo or (cell.method, cell.variant) in seen:
+        if not todo:
             continue
         seen.add((cell.method, cell.variant))
         for artifact in todo:

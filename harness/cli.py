@@ -256,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ[LOG_ENV] = ",".join(logs)  # read by every training loop, here and in submitted jobs
     from_file = load_config_file(args.config) if args.config else {}
     from_set = parse_overrides(args.overrides)
-    check_sections(from_file, known_sections(), f"--config {args.config}")
-    check_sections(from_set, known_sections(), "--set")
+    sections = known_sections()
+    check_sections(from_file, sections, f"--config {args.config}")
+    check_sections(from_set, sections, "--set")
     settings = Settings(
         preset=args.preset,
         overrides=merge_overrides(from_file, from_set),
@@ -290,12 +291,13 @@ def run(args: argparse.Namespace) -> int:
         print("submitted; follow the sweep with the same arguments and --status")
         return 0
     print(f"finished in {time.time() - tic:.1f} s; this run's cells:")
+    records = []
     for cell in cells:
-        print(f"  {cell.label}: {PROTOCOLS.get(cell.protocol).summary(json.loads(paths[cell].read_text())['metrics'])}")
+        records.append({**json.loads(paths[cell].read_text()), "_path": str(paths[cell])})
+        print(f"  {cell.label}: {PROTOCOLS.get(cell.protocol).summary(records[-1]['metrics'])}")
     with timing.stage("tables and figures"):
         tables.generate(store)  # the store's files cover all its results; the printout only this run's
-    mine = {p.resolve() for p in paths.values()}
-    _, run_tables = tables.build_tables([r for r in tables.load_results(store) if Path(r["_path"]).resolve() in mine])
+    _, run_tables = tables.build_tables(sorted(records, key=lambda r: r["_path"]))
     show_tables(run_tables, store, f"Tables of this run's {len(cells)} cell{'s' if len(cells) != 1 else ''}")
     if args.executor == "inline":  # jobs of the other executors ran in other processes
         print("\n" + timing.report(time.time() - tic))

@@ -16,7 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import numpy as np
 from tabulate import tabulate
 
 from harness import plots

@@ -169,7 +169,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v
             log.step(epoch * n_batches + b + 1, epoch + 1, optimizer.param_groups[0]["lr"], values)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{seen / max(busy, 1e-9):.0f}", refresh=False)
             if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < n_batches:
                 save(epoch, b + 1)
         history.append({k: v / n_batches for k, v in sums.items()})

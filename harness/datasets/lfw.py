@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -75,7 +74,3 @@ class LFW(PairsDataset):
             raise BenchError(f"no JPEG images under {folder}; check --data-root")
         return ImageSet(self.load(names, "pretrain"), names=tuple(names))
 
-    def fingerprint(self, task: str | None = None) -> dict:
-        if "verification" not in self.tasks:  # e.g. lfw-clips: the pair list is never read
-            return super(PairsDataset, self).fingerprint(task)
-        return super().fingerprint(task)

@@ -28,11 +28,6 @@ class SLLFWConfig(LFWConfig):
     pairs_file: str = "pair_SLLFW.txt"
 
 
-def parse_sllfw_pairs(path: Path) -> list[Pair]:
-    """Parse an SLLFW pair list and check that each fold of 600 pairs is 300 + 300."""
-    return FORMATS["sllfw"](path)
-
-
 @register_dataset("sllfw")
 class SLLFW(LFW):
     """SLLFW verification (paper Table 2): LFW's images and crop, SLLFW's 10 x 600 pairs."""
@@ -44,4 +39,4 @@ class SLLFW(LFW):
         return self.require(f"sllfw/{self.cfg.pairs_file}")
 
     def pair_list(self) -> list[Pair]:
-        return parse_sllfw_pairs(self.pairs_path())
+        return FORMATS["sllfw"](self.pairs_path())  # each fold of 600 pairs checked to be 300 + 300
