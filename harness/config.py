@@ -76,6 +76,13 @@ def choice(*options: str, needs: Mapping[str, str] = {}) -> Rule:
     return rule
 
 
+def existing_file(advice: str) -> Rule:
+    """Empty (the field's "off"), or the path of an existing file; ``advice`` ends the message."""
+    from pathlib import Path
+
+    return lambda v: None if not v or Path(v).expanduser().is_file() else f"no such file; {advice}"
+
+
 def optional(rule: Rule) -> Rule:
     """``rule``, or None (the field's "off")."""
     return lambda v: None if v is None else rule(v)

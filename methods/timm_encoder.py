@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from harness.checkpoints import load_weights, strict_state, weights_record
-from harness.config import Config
+from harness.config import Config, existing_file
 from harness.errors import BenchError
 from harness.method import Method, MethodContext
 from harness.registry import register_method
@@ -46,11 +46,7 @@ class TimmConfig(Config):
 
     weights: str = ""
 
-    def check(self) -> None:
-        from pathlib import Path
-
-        if self.weights and not Path(self.weights).expanduser().is_file():
-            raise BenchError(f"timm.weights={self.weights}: no such file; give the path of the model's weights")
+    RULES = {"weights": existing_file("give the path of the model's weights")}
 
 
 def unwrap_state(data: Any, where: str) -> dict[str, torch.Tensor]:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import sweep_cost  # noqa: E402  (scripts/ is this file's folder)
 from harness.accel import Accel, TrainConfig  # noqa: E402
+from harness.cli import split  # noqa: E402
 from harness.config import PRESETS, Config, parse_overrides  # noqa: E402
 from harness.datasets.base import ClipSet, ImageSet  # noqa: E402
 from harness.datasets.synthetic.dataset import SyntheticConfig, SyntheticFaces  # noqa: E402
@@ -220,10 +221,10 @@ def bench_features(
     for name in names:
         variant = EXTRACTED[name]
         method = trained.get(name)
-        if method is None:  # a fixed method (floor): nothing to train
+        if method is None:  # a fixed method (floor): nothing to train; trained ones are prepared
             cls = METHODS.get(name)
             method = cls(cls.Config.resolve(preset, section(overrides, name), name), variant, ctx)
-        method.prepare()
+            method.prepare()
         out[name] = {"batch": batch, "input_size": method.input_size, "images_per_s": extraction_rate(method, images, batch, budget_s)}
     return out
 
@@ -304,11 +305,7 @@ def bench_protocols(preset: str, dataset: SyntheticFaces, cache: Path, results: 
 # --- the command --------------------------------------------------------------------------------
 def section(overrides: dict[str, dict[str, str]], name: str) -> dict[str, str]:
     """``--set`` values of a method, with those of the sections it shares (latentface: unsup3d)."""
-    cls = METHODS.get(name)
-    merged: dict[str, str] = {}
-    for s in (*cls.Config.SHARED_SECTIONS, name):
-        merged.update(overrides.get(s, {}))
-    return merged
+    return Settings(overrides=overrides).section(name, METHODS.get(name).Config.SHARED_SECTIONS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,10 +326,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="seeds per cell in the projection (default: 1)")
     p.add_argument("--from", dest="source", metavar="FILE", help="with --project: project from a saved bench JSON instead of measuring")
     return p
-
-
-def split(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 @dataclasses.dataclass

@@ -59,7 +59,7 @@ class Job:
 
     @property
     def hours(self) -> float:
-        return self.images / self.rate / 3600
+        return self.images / self.rate / 3600 if self.rate > 0 else math.inf  # render() says a rate was zero
 
 
 def size(name: str) -> int:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from harness.accel import Accel
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, choice, optional, positive, power_of_two
+from harness.config import Config, at_least, choice, existing_file, optional, positive, power_of_two
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -124,15 +124,13 @@ class Unsup3DConfig(Config):
         "perceptual_weight": at_least(0),
         "renderer": choice("torch", "pytorch3d", "auto", needs={"pytorch3d": "pytorch3d"}),
         "ckpt_every": at_least(0),
+        "vgg_weights": existing_file("give the path of vgg16-397923af.pth or leave it empty"),
+        "checkpoint": existing_file("give the path of a checkpoint (or leave it empty to train)"),
     }
 
     def check(self) -> None:
         if (64 * self.width) % CHANNELS_PER_GROUP:
             raise BenchError(f"unsup3d.width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
-        if self.vgg_weights and not Path(self.vgg_weights).expanduser().is_file():
-            raise BenchError(f"unsup3d.vgg_weights={self.vgg_weights}: no such file; give the path of vgg16-397923af.pth or leave it empty")
-        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
-            raise BenchError(f"checkpoint={self.checkpoint}: no such file; give the path of a checkpoint (or leave it empty to train)")
 
 
 # --- stage 1 as a shared artifact ----------------------------------------------------------------
