@@ -21,7 +21,6 @@ for the encoder's layers (the first 13 at 64 px, ending in the latent's ReLU) an
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any, Optional
 
@@ -147,16 +146,25 @@ def _project_stage2(state: dict[str, torch.Tensor], where: str) -> tuple[str, di
     return ("rdm" if any(k.startswith("unet.") for k in first) else "encoder"), per_kind
 
 
+#: The last files read, by (path, sha256): many cells, and unsup3d and latentface naming one
+#: file, read it once.
+_LOADED: dict[tuple[str, str], CheckpointFile] = {}
+
+
 def read_checkpoint(path: str | Path, setting: str) -> CheckpointFile:
     """Load a weight file safely and sort its tensors into stage 1 and stage 2 (memoised per
-    file content, so resolving many cells reads it once)."""
+    file content, whichever setting names it)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise BenchError(f"{setting}={path}: no such file; give the path of a checkpoint")
-    return _read(str(path.resolve()), file_sha256(path), setting)
+    key = (str(path.resolve()), file_sha256(path))
+    if key not in _LOADED:
+        while len(_LOADED) >= 2:  # hold two files at most (a release is 183 MB)
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = _read(*key, setting)
+    return dataclasses.replace(_LOADED[key], setting=setting)
 
 
-@functools.lru_cache(maxsize=2)
 def _read(path: str, sha256: str, setting: str) -> CheckpointFile:
     where = f"{setting}={path}"
     data = load_weights(path, setting)
