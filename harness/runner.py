@@ -9,7 +9,6 @@ executor (inline, local processes, Slurm arrays) submits the same thing.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import json
@@ -215,7 +214,7 @@ def settings_only(resolved: dict[str, Any]) -> dict[str, Any]:
             return {k: strip(v) for k, v in value.items() if k != "generator"}
         return value
 
-    out = strip(copy.deepcopy(resolved))
+    out = strip(resolved)  # new dicts at every level: popping below leaves ``resolved`` as it is
     out.pop("artifacts", None)
     out.get("protocol", {}).pop("version", None)
     return out

@@ -209,17 +209,18 @@ class Depth(Protocol):
             "flat": torch.ones_like(target),
             "mean_train": train_target.nanmean(0).nan_to_num(1.0).expand_as(target),
         }
-        metrics = summarise(score(rescale_relief(pred, scale), target, tan_half))
+        rescaled = rescale_relief(pred, scale)
+        metrics = summarise(score(rescaled, target, tan_half))
         metrics.update({f"{k}_raw": v for k, v in summarise(score(pred, target, tan_half)).items() if not k.startswith("coverage")})
         metrics["relief_scale"] = scale
         for name, floor in floors.items():
             metrics.update({f"{name}_{k}": v for k, v in summarise(score(floor, target, tan_half)).items()})
-        n = min(self.cfg.examples, len(pred))
-        small = F.interpolate(test.images[:n].float(), size=pred.shape[-2:], mode="area").round().to(torch.uint8)
+        shown = min(self.cfg.examples, len(pred))
+        small = F.interpolate(test.images[:shown].float(), size=pred.shape[-2:], mode="area").round().to(torch.uint8)
         metrics["examples"] = {
             "image": small.tolist(),
-            "true": rounded(target[:n]),
-            "predicted": rounded(rescale_relief(pred[:n], scale)),
+            "true": rounded(target[:shown]),
+            "predicted": rounded(rescaled[:shown]),
             "tan_half": tan_half,
         }
         metrics.update(n_test=int(len(pred)), resolution=int(pred.shape[-1]))
