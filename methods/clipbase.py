@@ -31,7 +31,7 @@ from harness.checkpoints import file_sha256, load_weights, strict_state, weights
 from harness.datasets.base import ClipSet
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
-from harness.method import Method, model_seed, to_input
+from harness.method import Method, MethodContext, model_seed, to_input
 from harness.train import fit
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,11 @@ class ClipBaseline(Method):
     feature_fields: ClassVar[tuple[str, ...]] = ()
     net: nn.Module
 
+    def __init__(self, cfg: Any, variant: str, ctx: MethodContext) -> None:
+        super().__init__(cfg, variant, ctx)
+        # a file that cannot serve this network fails now, as one line, before any work
+        self.released = self.released_state(self.build_net().state_dict()) if cfg.checkpoint else None
+
     def build_net(self) -> nn.Module:
         """A freshly initialised network for ``self.cfg`` (on the CPU)."""
         raise NotImplementedError
@@ -227,8 +232,8 @@ class ClipBaseline(Method):
     # --- features -------------------------------------------------------------------------
     def load(self) -> None:
         net = self.build_net()
-        if self.cfg.checkpoint:
-            net.load_state_dict(self.released_state(net.state_dict()))
+        if self.released is not None:
+            net.load_state_dict(self.released)
         else:
             (artifact,) = self.artifacts()
             net.load_state_dict(torch_load(artifact.path(self.ctx.cache_dir) / "model.pt"))

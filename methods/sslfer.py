@@ -90,7 +90,7 @@ class SSLFERConfig(Config):
         checkpoint: the authors' ``checkpoint_best.pth.tar`` to load instead of training.
     """
 
-    input_size: int = 64
+    input_size: int = 48
     backbone: str = "resnet18"
     width: int = 16
     proj_dim: int = 128

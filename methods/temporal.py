@@ -56,7 +56,7 @@ class TemporalConfig(Config):
             ``{state_dict, optimizer}``, DataParallel ``module.`` keys); empty: train.
     """
 
-    input_size: int = 64
+    input_size: int = 48
     width: int = 16
     epochs: int = 2
     batch_size: int = 16
