@@ -3,12 +3,16 @@ inputs, the ImageNet ResNet-18 they may start from, and their released files.
 
 Both learn from the order of frames in talking-face videos: Temporal (Lu, Tavabi, Soleymani,
 BMVC 2020) ranks frames by temporal distance, SSLFER (Shu, Gu, Yang, Lo, BMVC 2022) contrasts
-nearby against distant frames. Here they train on ``ctx.load_clips()`` through the shared loop
-(``harness.train.fit``): one training item is one clip, a row of frame indices, and each step
-draws its frames inside the clip from the global generator (which ``fit`` checkpoints, so a
-resumed run draws the same). Frame distances are counted in positions of the clip: for
-synthetic clips consecutive frames, for VoxCeleb clips (16 frames drawn at random, sorted) an
-order without a fixed time step.
+nearby against distant frames. Here they train on ``ctx.load_video()`` (for ``synthetic`` its
+smooth clips at 10 fps) through the shared loop (``harness.train.fit``): one training item is one
+clip, a row of frame indices, and each step draws its frames inside the clip from the global
+generator (which ``fit`` checkpoints, so a resumed run draws the same).
+
+Frame distances are counted in places of the clip, as the official code counts frames of its own
+extraction (Temporal 25 fps, SSLFER 25/6 fps): for synthetic video consecutive frames at 10 fps,
+for VoxCeleb clips (16 frames drawn at random from a video, sorted) an order whose time steps
+vary (``ClipSet.positions`` holds them; these methods use only the order). The result records
+the data's frame rate.
 
 A released file is loaded with ``--set <name>.checkpoint=PATH``: read by the safe loader, its
 ``state_dict`` renamed by the method's ``RENAMES`` table (official prefix -> project prefix) and
@@ -173,11 +177,11 @@ class ClipBaseline(Method):
             return []
         skip = {"checkpoint", *self.feature_fields}
         config = {k: v for k, v in self.cfg.to_dict().items() if k not in skip}
-        key = {"config": config, "clips": self.ctx.clips_fingerprint, "seed": self.ctx.seed, **self.training_key(), **self.ctx.accel.key()}
+        key = {"config": config, "video": self.ctx.video_fingerprint, "seed": self.ctx.seed, **self.training_key(), **self.ctx.accel.key()}
         return [Artifact(kind=self.name, key=key, build=self._train, version=self.artifact_version)]
 
     def _train(self, folder: Path) -> dict:
-        clips = self.ctx.load_clips()
+        clips = self.ctx.load_video()
         table = clip_table(clips, self.min_frames(), self.name)
         # Seeds weight init and the frames, crops and masks each step draws.
         torch.manual_seed(model_seed(self.ctx, self.name))
@@ -200,7 +204,7 @@ class ClipBaseline(Method):
                 accel=self.ctx.accel,
             )
         torch_save(folder / "model.pt", net.state_dict())
-        return {**result.summary(), "train_clips": len(table), **self.training_key()}
+        return {**result.summary(), "train_clips": len(table), "fps": clips.fps, **self.training_key()}
 
     # --- a released file ------------------------------------------------------------------
     def weights_file(self) -> Optional[dict]:

@@ -18,6 +18,15 @@ from harness.method import MethodContext, to_input
 from methods.clipbase import ClipBaseline
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids waiting on a busy second core (the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_clips(n_clips: int = 8, length: int = 16, size: int = 32, seed: int = 0) -> ClipSet:
     """Clips of smooth random colour images that drift from frame to frame (something to rank)."""
     g = torch.Generator().manual_seed(seed)
@@ -46,7 +55,7 @@ def trains_and_reloads(cls: type[ClipBaseline], tmp_path: Path, feature_dim: int
     features = method.encode(x, "fer", torch.arange(5))
     assert features.shape == (5, feature_dim) and torch.isfinite(features).all()
     assert torch.equal(method.encode(x, "verification", torch.arange(5)), features)
-    ctx.load_clips = lambda: pytest.fail("a built artifact must not be retrained")
+    ctx.load_video = lambda: pytest.fail("a built artifact must not be retrained")
     reloaded = cls(cls.Config.resolve("smoke"), "default", ctx)
     reloaded.prepare()
     assert torch.equal(reloaded.encode(x, "fer", torch.arange(5)), features)
@@ -105,7 +114,7 @@ def official_round_trip(
         assert set(state) == official_keys
     path = tmp_path / "official.pth"
     write(state, path)
-    ctx.load_clips = lambda: pytest.fail("a loaded checkpoint must not train")
+    ctx.load_video = lambda: pytest.fail("a loaded checkpoint must not train")
     loaded = cls(cfg.replace(checkpoint=str(path)), "default", ctx)
     assert loaded.artifacts() == []
     loaded.prepare()
