@@ -144,6 +144,9 @@ class ClipBaseline(Method):
     artifact_version: ClassVar[int] = 1
     #: config fields that only choose how features are read: not in the artifact key
     feature_fields: ClassVar[tuple[str, ...]] = ()
+    #: config fields that name pretrained weights: ``training_key`` holds what they resolve to
+    #: (the file's sha256, or the fallback) in their stead
+    resolved_fields: ClassVar[tuple[str, ...]] = ()
     net: nn.Module
 
     def __init__(self, cfg: Any, variant: str, ctx: MethodContext) -> None:
@@ -175,7 +178,7 @@ class ClipBaseline(Method):
     def artifacts(self) -> list[Artifact]:
         if self.cfg.checkpoint:
             return []
-        skip = {"checkpoint", *self.feature_fields}
+        skip = {"checkpoint", *self.feature_fields, *self.resolved_fields}
         config = {k: v for k, v in self.cfg.to_dict().items() if k not in skip}
         key = {"config": config, "video": self.ctx.video_fingerprint, "seed": self.ctx.seed, **self.training_key(), **self.ctx.accel.key()}
         return [Artifact(kind=self.name, key=key, build=self._train, version=self.artifact_version)]

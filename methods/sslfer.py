@@ -251,6 +251,7 @@ class SSLFER(ClipBaseline):
     # official ``ResNetSimCLR`` keys -> project keys: ``backbone.fc`` is the projection head
     RENAMES = (("backbone.fc.", "head.layers."),)
     feature_fields = ("features",)
+    resolved_fields = ("imagenet_weights", "descriptor_fallback")
 
     def build_net(self) -> SSLFERNet:
         return SSLFERNet(self.cfg)

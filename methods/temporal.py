@@ -139,6 +139,7 @@ class Temporal(ClipBaseline):
         ("resnet18.7.", "backbone.layer4."),
     )
     feature_dim: ClassVar[int] = 256
+    resolved_fields = ("imagenet_weights",)
 
     def build_net(self) -> TemporalNet:
         return TemporalNet(self.cfg.width)

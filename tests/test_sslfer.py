@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.sslfer import REGIONS, SSLFER, SSLFERConfig, face_swap, inner_face, mask_parts, maskfn_loss, region_mask
+from methods.clipbase import imagenet_input, resnet
+from methods.sslfer import REGIONS, SSLFER, SSLFERConfig, crops, face_swap, inner_face, mask_parts, maskfn_loss, region_mask
 from methods.temporal import Temporal
 from tests.clip_methods import make_ctx, official_round_trip, refuses_other_file, resumes_after_kill, tiny_clips, trains_and_reloads
 from tests.clip_methods import one_thread  # noqa: F401  (an autouse fixture: one thread, the CPU is shared)
@@ -94,6 +95,16 @@ def test_descriptor_choice_is_in_the_key_and_the_result(tmp_path):
     off = SSLFER(SSLFERConfig.resolve("smoke", {"descriptor_fallback": "off"}), "default", ctx)
     assert pixels.info()["maskfn_descriptor"] == "pixels" and off.info()["maskfn_descriptor"] == "off"
     assert pixels.artifacts()[0].key["maskfn"] == {"mode": "pixels"} and pixels.artifacts()[0].hash != off.artifacts()[0].hash
+
+
+def test_maskfn_describes_eyes_and_mouth_with_an_imagenet_file(tmp_path):
+    trunk = resnet("resnet18", 64)
+    torch.save({**trunk.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, tmp_path / "r18.pth")
+    method = SSLFER(SSLFERConfig.resolve("smoke", {"imagenet_weights": str(tmp_path / "r18.pth")}), "default", make_ctx(tmp_path, tiny_clips()))
+    assert method.info()["maskfn_descriptor"] == f"ImageNet ResNet-18 from {tmp_path / 'r18.pth'}"
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    expected = torch.cat([trunk.eval()(imagenet_input(crops(x, REGIONS[k], 64))) for k in ("eyes", "mouth")], 1)
+    assert torch.allclose(method.descriptor_net()(x), expected, atol=1e-5)  # 2 x 512: the official 1024-d descriptor
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):

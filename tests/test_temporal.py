@@ -2,10 +2,13 @@
 offsets, training and resume, the authors' DataParallel layout, one-line refusals, the paper size."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 from harness.errors import BenchError
+from methods.clipbase import resnet
 from methods.sslfer import SSLFER
 from methods.temporal import Temporal, TemporalConfig, ranking_loss
 from tests.clip_methods import make_ctx, official_round_trip, refuses_other_file, resumes_after_kill, tiny_clips, trains_and_reloads
@@ -39,6 +42,24 @@ def test_a_step_embeds_anchor_neighbour_and_the_spaced_far_frames(tmp_path, monk
     t = index[:, :1]
     assert torch.equal(index, t + torch.tensor([0, 1, 2, 3, 4, 5, 6]))  # t, t + 1, far t + 1 + k
     assert (index // 16 == torch.arange(4)[:, None]).all()  # every frame from its own clip
+
+
+def test_an_imagenet_file_initialises_the_trunk_and_keys_the_artifact_by_content(tmp_path, monkeypatch):
+    trunk = resnet("resnet18", 64)
+    state = {**trunk.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}  # torchvision's layout
+    torch.save(state, tmp_path / "a.pth")
+    shutil.copy(tmp_path / "a.pth", tmp_path / "b.pth")
+    ctx = make_ctx(tmp_path, tiny_clips(n_clips=1))
+    cfg = TemporalConfig.resolve("smoke", {"width": "64", "imagenet_weights": str(tmp_path / "a.pth")})
+    method = Temporal(cfg, "default", ctx)
+    net, *_ = method.training_setup(ctx.load_video().frames.images, 1)
+    assert all(torch.equal(net.backbone.state_dict()[k], v) for k, v in trunk.state_dict().items())
+    assert method.info()["init"] == f"ImageNet ResNet-18 from {tmp_path / 'a.pth'}"
+    same = Temporal(cfg.replace(imagenet_weights=str(tmp_path / "b.pth")), "default", ctx)
+    assert same.artifacts()[0].hash == method.artifacts()[0].hash  # the content counts, not the path
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    scratch = Temporal(cfg.replace(imagenet_weights=""), "default", ctx)
+    assert scratch.info()["init"] == "scratch" and scratch.artifacts()[0].hash != method.artifacts()[0].hash
 
 
 def test_smoke_training_and_reload(tmp_path):
