@@ -130,7 +130,7 @@ def clip_table(clips: ClipSet, min_frames: int, what: str) -> torch.Tensor:
 class ClipBaseline(Method):
     """A method trained from scratch on clips, or loaded from its authors' file.
 
-    Subclasses set ``RENAMES`` and ``train_desc`` and implement ``build_net``, ``min_frames``
+    Subclasses set ``RENAMES`` (and ``OFFICIAL_PREFIX``) and implement ``build_net``, ``min_frames``
     and ``training_setup``; the config has ``epochs``, ``batch_size`` (clips per step) and
     ``checkpoint``.
     """

@@ -36,7 +36,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 from torchvision.ops import roi_align
 
-from harness.config import Config, at_least, between, choice, each, existing_file, positive, probability
+from harness.config import Config, at_least, choice, each, existing_file, positive, probability
 from harness.errors import BenchError
 from harness.registry import register_method
 from methods.clipbase import ClipBaseline, ImageNetResNet18, imagenet_input, jitter_crop, resnet, resolve_resnet18

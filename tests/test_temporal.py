@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.errors import BenchError
-from methods.clipbase import resnet
+from methods.clipbase import jitter_crop, resnet
 from methods.sslfer import SSLFER
 from methods.temporal import Temporal, TemporalConfig, ranking_loss
 from tests.clip_methods import make_ctx, official_round_trip, refuses_other_file, resumes_after_kill, tiny_clips, trains_and_reloads
@@ -29,6 +29,15 @@ def test_ranking_loss_is_the_official_tuplet_loss():
     # frames already ordered by more than the margin cost nothing
     line = torch.arange(12, dtype=torch.float)[:, None].expand(12, 4)[None] * torch.tensor([1.0, 0, 0, 0])
     assert ranking_loss(line[:, 0], line[:, 1], line[:, 2:], margin).item() == 0.0
+
+
+def test_jitter_crop_cuts_a_fixed_size_square_at_a_random_place():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16)
+    assert torch.allclose(jitter_crop(x, 16, 1.0, 0.0), x, atol=1e-6)
+    assert torch.allclose(jitter_crop(x, 8, 0.5, 0.0), x[:, :, 4:12, 4:12], atol=1e-6)  # no slack: the centre
+    shifted = jitter_crop(x, 8, 0.5, 0.5)  # corners anywhere in [0, 8] px: crops of the image, never of padding
+    assert shifted.shape == (4, 3, 8, 8) and not torch.allclose(shifted, jitter_crop(x, 8, 0.5, 0.0))
 
 
 def test_a_step_embeds_anchor_neighbour_and_the_spaced_far_frames(tmp_path, monkeypatch):
