@@ -45,6 +45,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ImageNet ResNet-18 file (what ``models.resnet18(pretrained=True)`` downloads)
 RESNET18_FILE = "resnet18-f37072fd.pth"
 _warned: set[str] = set()
+#: the last released files read, by method, file content and network shapes: the runner makes a
+#: method more than once (checks, then each seed), and a file is read once
+_RELEASED: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
 def imagenet_input(x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +217,17 @@ class ClipBaseline(Method):
         return weights_record(self.cfg.checkpoint, layout="official") if self.cfg.checkpoint else None
 
     def released_state(self, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``cfg.checkpoint``'s ``state_dict`` in project names, checked strictly against ``expected``."""
+        """``cfg.checkpoint``'s ``state_dict`` in project names, checked strictly against ``expected``
+        (memoised per method, file content and network shapes)."""
+        path = Path(self.cfg.checkpoint).expanduser()
+        key = (self.name, str(path.resolve()), file_sha256(path), tuple((k, tuple(v.shape)) for k, v in expected.items()))
+        if key not in _RELEASED:
+            while len(_RELEASED) >= 2:  # a paper-size file holds some 100 MB of weights
+                _RELEASED.pop(next(iter(_RELEASED)))
+            _RELEASED[key] = self._read_released(expected)
+        return _RELEASED[key]
+
+    def _read_released(self, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         setting = f"{self.name}.checkpoint"
         where = f"{setting}={self.cfg.checkpoint}"
         data = load_weights(self.cfg.checkpoint, setting)
