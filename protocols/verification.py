@@ -188,7 +188,8 @@ class Verification(Protocol):
     version = "2"  # 2: TAR at FAR, ROC AUC and the ROC curve from the test-fold scores
     note = (
         "Verification: accuracy ± is the spread over the 10 folds (sd, ddof 1), seed sd the sd of the mean"
-        " over seeds; TAR and AUC ± is the sd over seeds."
+        " over seeds; TAR and AUC ± is the sd over seeds. Suite tables: accuracy, mean over seeds; Mean: the"
+        " unweighted mean over the sets; LFW paper: the paper's LFW number (its own face crop, not the .bin's)."
     )
 
     def images(self, dataset: FaceDataset, split: str) -> ImageSet:

@@ -200,3 +200,15 @@ def test_a_suite_with_nothing_present_is_one_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {SUITE}: none of its datasets") and err.count("\n") == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_the_contact_sheet_shows_what_the_dataset_hands_out(tmp_path):
+    from conftest import load_script
+
+    images, flags = pairs_and_flags()
+    write_bin(tmp_path / "data/lfw.bin", images, flags)
+    sheet = np.asarray(load_script("bin_contact_sheet").sheet(tmp_path / "data/lfw.bin", [0, 3], (1.0, 0.9)))
+    assert sheet.shape == (14 + 4 * 112, 3 * 112 + 90, 3)
+    handed_out = dataset("lfw-bin", tmp_path / "data", tmp_path).verification()[0].images[7]  # pair 3's right image
+    shown = torch.nn.functional.interpolate(handed_out[None].float(), size=112, mode="nearest").to(torch.uint8)[0]
+    assert torch.equal(torch.from_numpy(sheet[14 + 3 * 112 : 14 + 4 * 112, 224:336].copy()).permute(2, 0, 1), shown)
