@@ -154,5 +154,5 @@ class FaceDataset:
             raise BenchError(f"dataset {self.name!r} needs --data-root (or BENCH_DATA_ROOT) pointing at its parent folder")
         path = self.data_root / relative
         if not path.exists():
-            raise BenchError(f"dataset {self.name!r}: missing {path}; check --data-root and the layout in the README")
+            raise BenchError(f"dataset {self.name!r}: missing {path}; check --data-root and the layout in docs/datasets.md")
         return path
