@@ -156,7 +156,7 @@ class BinDataset(FaceDataset):
         return file_digest(self.path())
 
     def verification(self) -> tuple[ImageSet, PairList]:
-        key = {"bin": self.digest, "size": self.cfg.size, "crop": self.cfg.crop_fraction}
+        key = {"bin": self.digest, "file": self.cfg.file, "size": self.cfg.size, "crop": self.cfg.crop_fraction}
         return cached(self.cache_dir, "images", key, self._decode)
 
     def _decode(self) -> tuple[ImageSet, PairList]:
