@@ -18,8 +18,8 @@ from harness.config import PRESETS, check_sections, load_config_file, parse_over
 from harness.errors import BenchError
 from harness.io import UNWRITABLE, clean_temporary
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
-from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
-from harness.runner import Cell, Settings, dump_folder, session_for
+from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, SUITES, load_plugins
+from harness.runner import Cell, Session, Settings, dump_folder, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--methods", help="comma-separated methods, optionally method:variant (default: every method)")
     what.add_argument("--ablation", help="run the method variants of a paper ablation table: rdm (Table 4) or pixel (Table 3)")
     what.add_argument("--protocol", default="all", help="comma-separated protocols, or all: every protocol each dataset and method supports (default; see --list)")
-    what.add_argument("--datasets", default="synthetic", help="comma-separated datasets (default: synthetic, built in)")
+    what.add_argument("--datasets", default="synthetic", help="comma-separated datasets or suites (default: synthetic, built in; verification-suite: every .bin verification set present)")
     what.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default="quick", choices=PRESETS, help="smoke (seconds), quick (minutes on a CPU, default), paper (GPU)")
@@ -147,11 +147,36 @@ def method_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
     return out
 
 
-def plan(args: argparse.Namespace) -> list[Cell]:
-    """The cells to run, in a stable order; fails on unknown names or impossible combinations."""
+def expand_suites(names: list[str], session: Session) -> list[str]:
+    """``names`` with each dataset suite replaced by its members that are present; one line per
+    member skipped, an error when none is present."""
+    out: list[str] = []
+    for name in names:
+        if name not in SUITES:
+            out.append(name)
+            continue
+        present = []
+        for member in SUITES[name]:
+            why = session.dataset(member).missing()
+            if why:
+                print(f"{name}: skipping {member} ({why})")
+            else:
+                present.append(member)
+        if not present:
+            raise BenchError(
+                f"{name}: none of its datasets ({', '.join(SUITES[name])}) is present; put their files under "
+                f"--data-root or point --set {name}.folder=DIR at them"
+            )
+        out += [m for m in present if m not in out]
+    return out
+
+
+def plan(args: argparse.Namespace, datasets: list[str] | None = None) -> list[Cell]:
+    """The cells to run, in a stable order; fails on unknown names or impossible combinations.
+    ``datasets``: the names to use instead of ``--datasets`` (its suites expanded)."""
     mvs = method_variants(args)
     protocols = PROTOCOLS.names() if args.protocol == "all" else split(args.protocol)
-    datasets = split(args.datasets)
+    datasets = split(args.datasets) if datasets is None else datasets
     try:
         seeds = [int(s) for s in split(args.seeds)]
         if any(s < 0 for s in seeds):
@@ -193,6 +218,9 @@ def print_listing() -> None:
     print("datasets:")
     for name in DATASETS.names():
         print(f"  {name:18s} {', '.join(sorted(DATASETS.get(name).tasks))}")
+    print("dataset suites (--datasets NAME: every member that is present):")
+    for name, members in SUITES.items():
+        print(f"  {name:18s} {', '.join(members)}")
     print("ablations:")
     for name, ablation in ABLATIONS.items():
         print(f"  {name:6s} " + ", ".join(f"{m}:{v}" for m, v in ablation.rows))
@@ -268,8 +296,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dump_features=args.dump_features,
     )
-    cells = plan(args)
     session = session_for(settings)
+    cells = plan(args, expand_suites(split(args.datasets), session))
     check_run(session, cells)  # every setting, name, path and the data sizes, before any work
     paths = {cell: session.result_path(cell) for cell in cells}
     todo = [c for c in cells if args.rerun or not paths[c].exists() or missing_dump(settings, paths[c])]

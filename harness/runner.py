@@ -105,7 +105,7 @@ class Session:
     def dataset(self, name: str) -> FaceDataset:
         if name not in self._datasets:
             cls = DATASETS.get(name)
-            cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name), name)
+            cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name, cls.Config.SHARED_SECTIONS), name)
             root = Path(self.settings.data_root).expanduser() if self.settings.data_root else None
             if cls.needs_root and (root is None or not root.is_dir()):
                 raise BenchError(

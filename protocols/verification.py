@@ -29,7 +29,7 @@ from harness import plots
 from harness.config import Config, at_least, choice, positive
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.protocol import Features, Protocol, mean_sd, seeded_generator
-from harness.registry import register_protocol
+from harness.registry import SUITES, register_protocol
 
 MODES = ("pair-linear", "pair-linear-legacy", "cosine")
 #: The paper's Table 2 (accuracy, spread over folds), by (method, variant) and our dataset names.
@@ -190,7 +190,8 @@ class Verification(Protocol):
     version = "2"  # 2: TAR at FAR, ROC AUC and the ROC curve from the test-fold scores
     note = (
         "Verification: accuracy ± is the spread over the 10 folds (sd, ddof 1), seed sd the sd of the mean"
-        " over seeds; TAR and AUC ± is the sd over seeds."
+        " over seeds; TAR and AUC ± is the sd over seeds. Suite tables: accuracy, mean over seeds; Mean: the"
+        " unweighted mean over the sets; LFW paper: the paper's LFW number (its own face crop, not the .bin's)."
     )
 
     def images(self, dataset: FaceDataset, split: str) -> ImageSet:
@@ -277,6 +278,10 @@ class Verification(Protocol):
                 "Table 2, ROC view: true accept rate at a false accept rate, and ROC AUC",
                 tabulate(body, headers=headers, tablefmt="github"),
             )
+        for suite, members in SUITES.items():
+            table = suite_table(grid, rows, members, cls.name, cls.paper)
+            if table:
+                out[f"{cls.table[0]}_{suite}"] = (f"Table 2, {suite}: accuracy on each set and their mean", table)
         return out
 
     @classmethod
@@ -303,6 +308,30 @@ ROC_COLUMNS = (
     *((f"TAR@FAR {far:g}", f"tar_at_far_{far:g}") for far in FOLD_FARS),
     ("AUC", "auc"),
 )
+
+
+def suite_table(grid, rows: list, members: tuple[str, ...], protocol: str, paper: dict) -> str:
+    """Face-recognition papers' layout: one accuracy column per set of a suite that has results
+    (mean over seeds), then their unweighted mean (only for rows measured on every column), with
+    the paper's LFW number beside ``lfw-bin`` where the paper has one ('' when no row has results)."""
+    columns = [d for d in members if any(grid.records(k, protocol, d) for k in rows)]
+    if not columns:
+        return ""
+    headers, body = ["Method", *columns, "Mean"], []
+    with_paper = any(paper.get(k[:2], {}).get("lfw") and grid.records(k, protocol, "lfw-bin") for k in rows)
+    if with_paper:
+        headers.insert(columns.index("lfw-bin") + 2, "LFW paper")
+    for key in rows:
+        accuracies = {d: [100 * r["metrics"]["accuracy"] for r in grid.records(key, protocol, d)] for d in columns}
+        if not any(accuracies.values()):
+            continue
+        line = [grid.label(key)] + [f"{np.mean(a):.2f}" if a else "" for a in accuracies.values()]
+        line.append(f"{np.mean([np.mean(a) for a in accuracies.values()]):.2f}" if all(accuracies.values()) else "")
+        if with_paper:
+            number = paper.get(key[:2], {}).get("lfw")
+            line.insert(columns.index("lfw-bin") + 2, f"{number[0]:.2f}" if number and accuracies["lfw-bin"] else "")
+        body.append(line)
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def roc_cell(records: list[dict], metric: str) -> str:
