@@ -3,7 +3,7 @@
 Rows are people (each with its own light, camera and background), columns the seven expressions
 at full intensity; the last row sweeps one person's yaw from -60 to +60 degrees.
 
-    python scripts/synthetic_contact_sheet.py --out docs/synthetic_contact_sheet.png
+    python docs/synthetic_contact_sheet.py --out docs/synthetic_contact_sheet.png
 """
 from __future__ import annotations
 
