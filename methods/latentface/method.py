@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from harness.accel import Accel
@@ -376,7 +375,8 @@ def save_identity_figure(
         tiles = torch.cat(rows)
         tiles = F.interpolate(tiles, scale_factor=max(1, FIGURE_TILE // tiles.shape[-1]), mode="nearest")  # as stage 1's figure
         with atomic_path(path) as tmp:
-            torchvision.utils.save_image(tiles.cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
+            from torchvision.utils import save_image  # imported late: registering the method stays quick
+            save_image(tiles.cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
 
 
 # --- the stage-2 artifact ------------------------------------------------------------------------
