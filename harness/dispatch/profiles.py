@@ -1,7 +1,9 @@
 """Cluster profiles: ``slurm/profiles/NAME.toml`` and ``--slurm KEY=VALUE`` as submitit parameters."""
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +15,10 @@ PROFILES = REPO / "slurm" / "profiles"
 #: Profile keys submitit shares between clusters, and the Slurm-only ones (passed as ``slurm_<key>``).
 GENERIC_KEYS: dict[str, type] = {"gpus_per_node": int, "cpus_per_task": int, "mem_gb": float, "timeout_min": int}
 SLURM_KEYS: dict[str, type] = {"partition": str, "array_parallelism": int, "account": str, "qos": str, "constraint": str}
+#: Keys the harness itself reads (never passed to submitit): ``max_array_size`` caps the tasks of one array.
+HARNESS_KEYS: dict[str, type] = {"max_array_size": int}
+#: Slurm's default MaxArraySize, used when ``scontrol`` cannot say.
+DEFAULT_MAX_ARRAY_SIZE = 1001
 
 
 def load_profile(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -36,7 +42,7 @@ def load_profile(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
             table = dict(tomllib.load(handle).get("slurm", {}))
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{path}: not valid TOML ({exc})") from None
-    types = {**GENERIC_KEYS, **SLURM_KEYS}
+    types = {**GENERIC_KEYS, **SLURM_KEYS, **HARNESS_KEYS}
     valid = ", ".join([*types, "additional_parameters.KEY"])
     extra = dict(table.pop("additional_parameters", None) or {})
     unknown = sorted(set(table) - set(types))
@@ -52,7 +58,9 @@ def load_profile(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
             table[key] = _parse(value, types[key], item)
         else:
             raise BenchError(f"--slurm {item!r}: unknown key {key!r}; valid keys: {valid}")
-    params = {(k if k in GENERIC_KEYS else f"slurm_{k}"): v for k, v in table.items() if v not in ("", None)}
+    params = {(k if k in GENERIC_KEYS or k in HARNESS_KEYS else f"slurm_{k}"): v for k, v in table.items() if v not in ("", None)}
+    if params.get("max_array_size", 1) < 1:
+        raise BenchError(f"{path}: max_array_size must be at least 1, got {params['max_array_size']}")
     extra = {k: v for k, v in extra.items() if v not in ("", None)}
     if extra:
         params["slurm_additional_parameters"] = extra
@@ -77,3 +85,28 @@ def check_slurm_tools() -> None:
                 f"--executor slurm: `{tool}` is not on PATH; run from a Slurm login node "
                 "(see slurm/README.md) or use --executor local"
             )
+
+
+def submitit_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The profile's parameters that submitit takes (without the harness's own keys)."""
+    return {k: v for k, v in params.items() if k not in HARNESS_KEYS}
+
+
+def max_array_size(params: dict[str, Any]) -> int:
+    """The most tasks one array may hold: the profile's ``max_array_size``, else the cluster's
+    ``MaxArraySize`` (``scontrol show config``), else Slurm's default 1001.
+
+    Slurm caps the array *index* (it must be below MaxArraySize), so arrays indexed from 0
+    hold at most MaxArraySize tasks; sbatch rejects a larger one outright.
+    """
+    if params.get("max_array_size"):
+        return int(params["max_array_size"])
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        if match:
+            return int(match.group(1))
+    return DEFAULT_MAX_ARRAY_SIZE
