@@ -109,3 +109,48 @@ def test_slurm_sweep_larger_than_max_array_size(tmp_path, monkeypatch, capsys):
     assert last_end["two-stage-1"] <= first_start["two-stage-2"] and last_end["two-stage-2"] <= first_start["eval"]
     assert main([*SWEEP, "--executor", "slurm", "--status", *extra, *dirs]) == 0
     assert "5 done, 0 stale, 0 running, 0 failed, 0 missing" in capsys.readouterr().out
+
+
+def test_a_refused_array_names_what_was_already_submitted(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from harness.dispatch import executors
+
+    submitted = []
+
+    def fake_submit(executor, group, tasks, ctx):
+        if submitted:  # sbatch refuses the second array
+            raise RuntimeError("sbatch: error: Batch job submission failed:\n Invalid job array specification")
+        submitted.append(tasks)
+        return [SimpleNamespace(job_id=f"41_{i}") for i in range(len(tasks))]
+
+    monkeypatch.setattr(executors, "submit", fake_submit)
+    monkeypatch.setattr(executors, "make_executor", lambda *args: None)
+    group = executors.Group("evaluate", print, keys=list("abcde"), labels=list("abcde"), tasks=[(k,) for k in "abcde"])
+    recorded = SimpleNamespace(record=lambda keys, labels, jobs, kind: None)
+    plan = SimpleNamespace(folder=tmp_path, sweep="smoke-x")
+    with pytest.raises(BenchError) as error:
+        executors.submit_slurm(plan, [group], {}, None, recorded, max_size=4)
+    message = str(error.value)
+    assert "\n" not in message and "sbatch refused evaluate chunk 2 of 2 (1 jobs)" in message
+    assert "Invalid job array specification" in message and "already submitted: arrays 41" in message and "scancel 41" in message
+
+
+def test_an_evaluation_job_runs_its_cells_and_skips_those_done(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import tests.dispatch_plugins  # noqa: F401  (registers toy)
+    from harness.dispatch import jobs
+    from harness.runner import Cell, Settings, run_cell, session_for
+
+    settings = Settings(preset="smoke", overrides={"pretrain": {"data": "toy"}},
+                        results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
+    done, todo = Cell("pixels", "default", "fer", "toy", 0), Cell("pixels", "default", "knn", "toy", 0)
+    first = Path(run_cell(done, settings, {"name": "inline"}))
+    before = first.read_bytes()
+    monkeypatch.setattr(jobs.submitit, "JobEnvironment", lambda: SimpleNamespace(job_id="7_0"))
+    ctx = jobs.JobContext(settings=settings, plugins=("tests.dispatch_plugins",), executor={"name": "slurm"})
+    paths = jobs.evaluate_cells((done, todo), ctx)
+    assert paths == [str(first), str(session_for(settings).result_path(todo))]
+    assert first.read_bytes() == before  # done: not run again
+    assert json.loads(Path(paths[1]).read_text())["provenance"]["executor"]["job_id"] == "7_0"

@@ -11,7 +11,7 @@ from harness.dispatch.executors import chunks, job_groups, run_local, submit_slu
 from harness.dispatch.jobs import JobContext
 from harness.dispatch.manifest import Manifest, describe_job, final_states, live_jobs
 from harness.dispatch.plan import Plan, make_plan
-from harness.dispatch.profiles import check_slurm_tools, load_profile, max_array_size
+from harness.dispatch.profiles import CELLS_PER_JOB, check_slurm_tools, load_profile, max_array_size
 from harness.errors import BenchError
 from harness.runner import Cell, Settings, run_cell, session_for, submit_time_git
 
@@ -75,7 +75,7 @@ def dispatch(
         manifest = Manifest(plan)
         # Later arrays can wait for live Slurm jobs; the local executor waits for its own jobs.
         live = live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {}
-        groups = job_groups(plan, manifest, live)
+        groups = job_groups(plan, manifest, live, params.get("cells_per_job", CELLS_PER_JOB))
         if executor == "local":
             run_local(plan, groups, params, ctx, manifest)
         else:
@@ -112,7 +112,8 @@ def describe(todo: list[Cell], settings: Settings, executor: str, options: Optio
         return "\n".join(lines)
     params = load_profile(options.profile, options.slurm)
     manifest = Manifest(plan)
-    groups = job_groups(plan, manifest, live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {})
+    live = live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {}
+    groups = job_groups(plan, manifest, live, params.get("cells_per_job", CELLS_PER_JOB))
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     limit = max_array_size(params) if executor == "slurm" else None
     lines.append(f"jobs (--executor {executor}, profile {options.profile}: {shown}"
@@ -122,10 +123,12 @@ def describe(todo: list[Cell], settings: Settings, executor: str, options: Optio
     for group in groups:
         if group.tasks or group.running:
             after = f", after {', '.join(before)}" if before and executor == "slurm" else ""
-            live = f" ({len(group.running)} more still running from an earlier submission)" if group.running else ""
+            still = f" ({len(group.running)} more still running from an earlier submission)" if group.running else ""
             parts = len(chunks(len(group.tasks), limit, None)) if limit else 1 if group.tasks else 0
             split = f" in {parts} arrays" if parts > 1 else ""
-            lines.append(f"  {group.name}: {len(group.tasks)} job(s){after}{split}{live}")
+            cells = sum(len(keys) for keys in group.keys)
+            shared = f" for {cells} cells" if cells != len(group.tasks) else ""
+            lines.append(f"  {group.name}: {len(group.tasks)} job(s){shared}{after}{split}{still}")
             before.append(group.name)
             n_arrays += parts
     if not any(g.tasks for g in groups):

@@ -9,10 +9,11 @@ from typing import Any, Callable, Optional
 
 import submitit
 
-from harness.dispatch.jobs import JobContext, Resumable, build_artifact, evaluate_cell
+from harness.dispatch.jobs import JobContext, Resumable, build_artifact, evaluate_cells
 from harness.dispatch.manifest import Manifest, live_jobs
 from harness.dispatch.plan import Plan
-from harness.dispatch.profiles import submitit_params
+from harness.dispatch.profiles import CELLS_PER_JOB, submitit_params
+from harness.runner import Cell
 from harness.errors import BenchError
 
 #: How often a waiting submitter asks Slurm how its jobs are doing.
@@ -26,40 +27,55 @@ class Group:
     Attributes:
         name: ``train level K`` or ``evaluate``.
         function: the job body, called as ``function(*task, ctx)``.
-        keys, labels, tasks: per job to submit: manifest key, readable label, leading arguments.
+        keys, labels, tasks: per job to submit: the manifest keys and readable labels of what it
+            does (one artifact, or the cells of one evaluation task), and its leading arguments.
         running: ids of live jobs (from an earlier submission) that already do part of this group.
     """
 
     name: str
     function: Callable[..., str]
-    keys: list[str] = dataclasses.field(default_factory=list)
-    labels: list[str] = dataclasses.field(default_factory=list)
+    keys: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
+    labels: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
     tasks: list[tuple] = dataclasses.field(default_factory=list)
     running: list[str] = dataclasses.field(default_factory=list)
 
 
-def job_groups(plan: Plan, manifest: Manifest, live: dict[str, str]) -> list[Group]:
-    """The arrays to submit, in order; artifacts and cells whose job is still live are skipped."""
+def job_groups(plan: Plan, manifest: Manifest, live: dict[str, str], cells_per_job: int = CELLS_PER_JOB) -> list[Group]:
+    """The arrays to submit, in order; artifacts and cells whose job is still live are skipped.
+
+    Training is one job per artifact. Evaluation is one job per run of at most ``cells_per_job``
+    cells that read the same trained model and dataset (method, variant, seed, dataset): the
+    job starts Python, loads the data and the model and reads the features once for them all.
+    """
     groups = []
     for level, nodes in enumerate(plan.levels()):
         group = Group(f"train level {level}", build_artifact)
         for node in nodes:
-            _add(group, plan.key(node), node.id, (node.maker, node.id), manifest, live)
+            key = plan.key(node)
+            if key in live:
+                group.running.append(manifest.jobs[key]["job_id"])
+            else:
+                group.keys.append((key,))
+                group.labels.append((node.id,))
+                group.tasks.append((node.maker, node.id))
         groups.append(group)
-    evaluate = Group("evaluate", evaluate_cell)
+    evaluate = Group("evaluate", evaluate_cells)
+    shared: dict[tuple, list[Cell]] = {}
     for cell in plan.todo:
-        _add(evaluate, plan.key(cell), cell.label, (cell,), manifest, live)
+        key = plan.key(cell)
+        if key in live:
+            evaluate.running.append(manifest.jobs[key]["job_id"])
+        else:
+            shared.setdefault((cell.method, cell.variant, cell.seed, cell.dataset), []).append(cell)
+    for cells in shared.values():
+        for start in range(0, len(cells), cells_per_job):
+            task = tuple(cells[start:start + cells_per_job])
+            evaluate.keys.append(tuple(plan.key(c) for c in task))
+            evaluate.labels.append(tuple(c.label for c in task))
+            evaluate.tasks.append((task,))
+    evaluate.running = sorted(set(evaluate.running))
     groups.append(evaluate)
     return groups
-
-
-def _add(group: Group, key: str, label: str, task: tuple, manifest: Manifest, live: dict[str, str]) -> None:
-    if key in live:
-        group.running.append(manifest.jobs[key]["job_id"])
-    else:
-        group.keys.append(key)
-        group.labels.append(label)
-        group.tasks.append(task)
 
 
 def make_executor(kind: str, folder: Path, params: dict[str, Any], name: str) -> submitit.AutoExecutor:
@@ -89,7 +105,8 @@ def run_local(plan: Plan, groups: list[Group], params: dict[str, Any], ctx: JobC
             chunk = slice(start, start + parallelism)
             jobs = submit(executor, group, group.tasks[chunk], ctx)
             manifest.record(group.keys[chunk], group.labels[chunk], jobs, "local")
-            for label, job in zip(group.labels[chunk], jobs):
+            for labels, job in zip(group.labels[chunk], jobs):
+                label = ", ".join(labels)
                 try:
                     job.result()
                 except Exception:  # the job's traceback is in its log, which the message names

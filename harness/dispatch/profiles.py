@@ -15,8 +15,12 @@ PROFILES = REPO / "slurm" / "profiles"
 #: Profile keys submitit shares between clusters, and the Slurm-only ones (passed as ``slurm_<key>``).
 GENERIC_KEYS: dict[str, type] = {"gpus_per_node": int, "cpus_per_task": int, "mem_gb": float, "timeout_min": int}
 SLURM_KEYS: dict[str, type] = {"partition": str, "array_parallelism": int, "account": str, "qos": str, "constraint": str}
-#: Keys the harness itself reads (never passed to submitit): ``max_array_size`` caps the tasks of one array.
-HARNESS_KEYS: dict[str, type] = {"max_array_size": int}
+#: Keys the harness itself reads (never passed to submitit): ``max_array_size`` caps the tasks of
+#: one array, ``cells_per_job`` the cells of one evaluation job.
+HARNESS_KEYS: dict[str, type] = {"max_array_size": int, "cells_per_job": int}
+#: Cells one evaluation job runs at most: enough to share the start-up, few enough that a job stays
+#: short and a preempted one loses little.
+CELLS_PER_JOB = 8
 #: Slurm's default MaxArraySize, used when ``scontrol`` cannot say.
 DEFAULT_MAX_ARRAY_SIZE = 1001
 
@@ -59,8 +63,9 @@ def load_profile(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
         else:
             raise BenchError(f"--slurm {item!r}: unknown key {key!r}; valid keys: {valid}")
     params = {(k if k in GENERIC_KEYS or k in HARNESS_KEYS else f"slurm_{k}"): v for k, v in table.items() if v not in ("", None)}
-    if params.get("max_array_size", 1) < 1:
-        raise BenchError(f"{path}: max_array_size must be at least 1, got {params['max_array_size']}")
+    for key in HARNESS_KEYS:
+        if params.get(key, 1) < 1:
+            raise BenchError(f"{path}: {key} must be at least 1, got {params[key]}")
     extra = {k: v for k, v in extra.items() if v not in ("", None)}
     if extra:
         params["slurm_additional_parameters"] = extra
