@@ -29,9 +29,10 @@ def real_data_root() -> Path:
     return root
 
 
-def load_script(name: str) -> types.ModuleType:
-    """A module of ``scripts/`` (they are run as files, not installed as a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+def load_script(name: str, folder: str = "scripts") -> types.ModuleType:
+    """A script as a module: a tool of ``scripts/`` or a study beside its write-up in ``docs/``
+    (they are run as files, not installed as a package)."""
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
