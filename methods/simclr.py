@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from harness.config import at_least, positive, probability, between
+from harness.config import at_least, between, dotted, positive, probability
 from harness.errors import BenchError
 from harness.registry import register_method
 from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, SelfSupervisedNet
@@ -93,10 +93,10 @@ class SimCLRConfig(SelfSupervisedConfig):
         "random_gray_scale": probability, "hf_prob": probability, "gaussian_blur": probability,
     }
 
-    def check(self) -> None:
-        super().check()
+    def check(self, section: str) -> None:
+        super().check(section)
         if not self.backbone.startswith("resnet") or not timm.is_model(self.backbone):
-            raise BenchError(f"simclr.backbone must be a timm ResNet (resnet18, resnet50...), got {self.backbone!r}")
+            raise BenchError(f"{dotted(section)}backbone={self.backbone}: not a timm ResNet; set a timm ResNet name (resnet18, resnet50...)")
 
 
 class SimCLRAugment:

@@ -113,6 +113,11 @@ CASES: list[Case] = [
     ("nothing-to-run", lambda t: [*RUN, "--methods", ","], "nothing to run", None),
     ("pretrain-without-split", lambda t: [*LEARNED, "--set", "pretrain.data=fer2013"], "pretrain.data=fer2013: that dataset has no pretrain split", None),
     ("clips-without-split", lambda t: [*RUN, "--set", "pretrain.clips=lfw"], "pretrain.clips=lfw: that dataset has no clips split", None),
+    # a relation between two keys names the section (simclr has the same two) and what to set
+    ("relation-names-its-section", lambda t: [*RUN, "--preset", "paper", "--set", "mae.epochs=1"],
+     "mae.warmup_epochs=3: must be below mae.epochs (1); set mae.warmup_epochs lower or mae.epochs higher", None),
+    ("relation-of-an-inherited-key", lambda t: [*RUN, "--set", "latentface.width=0.1"],
+     "latentface.width=0.1: use a positive multiple of 1/16", None),
     # --- bad settings ----------------------------------------------------------------------------------
     ("wrong-type", lambda t: [*RUN, "--set", "fer.epochs=five"], "expected a value of type int", None),
     ("fraction-out-of-range", lambda t: [*RUN, "--set", "mae.mask_ratio=1.5"], "mae.mask_ratio=1.5: must be in (0, 1)", None),
