@@ -76,6 +76,28 @@ def no_pytorch3d(monkeypatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytorch3d" else real(name, *a))
 
 
+def empty_model_caches(tmp: Path, monkeypatch) -> None:
+    """No weights cached on this machine: empty Hugging Face and torch hub caches."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp / "torch"))
+
+
+def hub_offline(tmp: Path, monkeypatch) -> None:
+    empty_model_caches(tmp, monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def hub_unreachable(tmp: Path, monkeypatch) -> None:
+    import huggingface_hub
+
+    empty_model_caches(tmp, monkeypatch)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.invalid")  # never resolves (RFC 2606)
+
+
 def disk_full(monkeypatch) -> None:
     def fsync(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -150,6 +172,11 @@ CASES: list[Case] = [
     # --- devices ----------------------------------------------------------------------------------------------
     ("cuda-absent", lambda t: [*RUN, "--device", "cuda"], "no CUDA device is visible", None),
     ("unknown-device", lambda t: [*RUN, "--device", "tpu"], "invalid choice: 'tpu'", None),
+    # --- weights that cannot be had: found before any cell (pixels first) runs ------------------------------
+    ("timm-weights-offline", lambda t: [*RUN, "--methods", "pixels,timm:resnet50"],
+     "timm:resnet50: no timm.weights, no cached copy of its pretrained weights, and the model hub cannot be reached (HF_HUB_OFFLINE is set)",
+     hub_offline),
+    ("timm-hub-unreachable", lambda t: [*RUN, "--methods", "pixels,timm:resnet50"], "the model hub cannot be reached (hub.invalid ", hub_unreachable),
     # --- clusters -----------------------------------------------------------------------------------------------
     ("no-slurm", lambda t: [*RUN, "--executor", "slurm"], "`sbatch` is not on PATH", lambda t, mp: mp.setenv("PATH", str(t))),
     ("unknown-profile", lambda t: [*RUN, "--executor", "local", "--slurm-profile", "nosuch"], "known profiles", None),
