@@ -226,10 +226,6 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypa
     assert not result_files(tmp_path), "nothing may be written to the results"
 
 
-def test_the_catalogue_covers_every_kind():
-    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
-
-
 def test_the_entry_point_prints_one_line_too(tmp_path):
     """The same boundary through ``run_bench.py`` in a fresh interpreter (argparse and a checked setting)."""
     import subprocess
