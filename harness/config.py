@@ -106,6 +106,11 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def dotted(section: str) -> str:
+    """The prefix that names a key of ``section`` in messages (``mae.``; empty without a section)."""
+    return f"{section}." if section else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base class of all config sections.
@@ -154,17 +159,18 @@ class Config:
 
     def validate(self, section: str = "") -> None:
         """Check every field against its rule, then ``check()``; raises BenchError."""
-        prefix = f"{section}." if section else ""
+        prefix = dotted(section)
         for name, rule in self.rules().items():
             value = getattr(self, name)
             problem = rule(value)
             if problem:
                 shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 raise BenchError(f"{prefix}{name}={shown}: {problem}")
-        self.check()
+        self.check(section)
 
-    def check(self) -> None:
-        """Relations between fields; subclasses raise BenchError for impossible combinations."""
+    def check(self, section: str) -> None:
+        """Relations between fields; subclasses raise BenchError for impossible combinations,
+        naming each key as ``section.key`` (``dotted(section) + key``) and saying what to set."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import at_least, choice, fraction
+from harness.config import at_least, choice, dotted, fraction
 from harness.errors import BenchError
 from harness.lazy import lazy
 from harness.registry import register_method
@@ -101,13 +101,15 @@ class MAEConfig(SelfSupervisedConfig):
         "pool": choice("cls", "mean"),
     }
 
-    def check(self) -> None:
-        super().check()
-        if self.input_size % self.patch_size:
-            raise BenchError(f"mae.input_size {self.input_size} is not a multiple of mae.patch_size {self.patch_size}")
-        for width, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
-            if getattr(self, width) % getattr(self, heads):
-                raise BenchError(f"mae.{width}={getattr(self, width)} is not a multiple of mae.{heads}={getattr(self, heads)}")
+    def check(self, section: str) -> None:
+        super().check(section)
+        p = dotted(section)
+        for whole, part in (("input_size", "patch_size"), ("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, whole) % getattr(self, part):
+                raise BenchError(
+                    f"{p}{whole}={getattr(self, whole)}: not a multiple of {p}{part} ({getattr(self, part)}); "
+                    f"set {p}{whole} to a multiple of it or change {p}{part}"
+                )
 
 
 class MAENet(SelfSupervisedNet):

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from harness.config import at_least, positive, probability, between
+from harness.config import at_least, between, dotted, positive, probability
 from harness.errors import BenchError
 from harness.lazy import lazy
 from harness.registry import register_method
@@ -98,11 +98,11 @@ class SimCLRConfig(SelfSupervisedConfig):
         "random_gray_scale": probability, "hf_prob": probability, "gaussian_blur": probability,
     }
 
-    def check(self) -> None:
-        super().check()
+    def check(self, section: str) -> None:
+        super().check(section)
         known = self.backbone in PRESET_BACKBONES
         if not self.backbone.startswith("resnet") or not (known or timm.is_model(self.backbone)):
-            raise BenchError(f"simclr.backbone must be a timm ResNet (resnet18, resnet50...), got {self.backbone!r}")
+            raise BenchError(f"{dotted(section)}backbone={self.backbone}: not a timm ResNet; set a timm ResNet name (resnet18, resnet50...)")
 
 
 class SimCLRAugment:

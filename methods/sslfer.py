@@ -36,7 +36,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 from torchvision.ops import roi_align
 
-from harness.config import Config, at_least, choice, each, existing_file, positive, probability
+from harness.config import Config, at_least, choice, dotted, each, existing_file, positive, probability
 from harness.errors import BenchError
 from harness.registry import register_method
 from methods.clipbase import ClipBaseline, ImageNetResNet18, imagenet_input, jitter_crop, resnet, resolve_resnet18
@@ -128,15 +128,20 @@ class SSLFERConfig(Config):
         "checkpoint": existing_file("give the path of the authors' checkpoint_best.pth.tar (or leave it empty to train)"),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
+        p = dotted(section)
         if self.backbone not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-            raise BenchError(f"sslfer.backbone must be one of the official ResNets (resnet18 ... resnet152), got {self.backbone!r}")
+            raise BenchError(f"{p}backbone={self.backbone}: set one of the official ResNets (resnet18 ... resnet152)")
         if len(self.positive_weights) != len(self.positive_offsets):
             raise BenchError(
-                f"sslfer.positive_weights has {len(self.positive_weights)} values for {len(self.positive_offsets)} positive_offsets; give one weight per offset"
+                f"{p}positive_weights has {len(self.positive_weights)} values for {len(self.positive_offsets)} "
+                f"{p}positive_offsets; set one weight per offset"
             )
         if self.checkpoint and self.width != 64:
-            raise BenchError("sslfer.checkpoint: the authors' ResNet is 64 channels wide; add --preset paper or --set sslfer.width=64 sslfer.backbone=resnet50")
+            raise BenchError(
+                f"{p}checkpoint with {p}width={self.width}: the authors' ResNet is 64 channels wide; "
+                f"add --preset paper or --set {p}width=64 {p}backbone=resnet50"
+            )
 
 
 class SSLFERNet(nn.Module):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import Config, at_least, between, existing_file, positive
+from harness.config import Config, at_least, between, dotted, existing_file, positive
 from harness.errors import BenchError
 from harness.method import model_seed
 from harness.registry import register_method
@@ -84,14 +84,17 @@ class TemporalConfig(Config):
         "checkpoint": existing_file("give the path of the authors' checkpoint (or leave it empty to train)"),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
+        p = dotted(section)
         if self.checkpoint and self.width != PAPER_WIDTH:
             raise BenchError(
-                f"temporal.checkpoint: the authors' ResNet-18 is {PAPER_WIDTH} channels wide; add --preset paper "
-                f"or --set temporal.width={PAPER_WIDTH} (and temporal.input_size=256, the size it was trained at)"
+                f"{p}checkpoint with {p}width={self.width}: the authors' ResNet-18 is {PAPER_WIDTH} channels wide; add --preset paper "
+                f"or --set {p}width={PAPER_WIDTH} (and {p}input_size=256, the size it was trained at)"
             )
         if self.crop_min + self.crop_slack > 1:
-            raise BenchError(f"temporal.crop_min + temporal.crop_slack must be at most 1, got {self.crop_min + self.crop_slack:g}")
+            raise BenchError(
+                f"{p}crop_min={self.crop_min:g} + {p}crop_slack={self.crop_slack:g}: must be at most 1; lower one of them"
+            )
 
 
 class TemporalNet(nn.Module):

@@ -16,8 +16,9 @@ from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.registry import DATASETS, load_plugins, register_dataset
 
 load_plugins()
-# tests use tiny tensors: one thread avoids oversubscribing the 2-core CI machine
-torch.set_num_threads(1)
+# tests use tiny tensors: one thread avoids oversubscribing the 2-core CI machine; an explicit
+# OMP_NUM_THREADS wins (CI's second numerics profile runs the `numerics` tests with 2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def test_sllfw_and_lfw_formats_through_the_generic_dataset(tmp_path) -> None:
     assert pairs.same.tolist() == [True, True, False, False] and len(images) == 3
     with pytest.raises(BenchError, match="missing .*elsewhere"):  # per-run paths, with the usual one-line error
         dataset("test-lfw-list", root, tmp_path, images="elsewhere").verification()
-    with pytest.raises(BenchError, match="format='nope'"):
+    with pytest.raises(BenchError, match="test-lfw-list.format=nope: choose one of"):
         dataset("test-lfw-list", root, tmp_path, format="nope")
     with pytest.raises(ValueError, match="format must be one of"):
         register_pairs_dataset("test-bad-format", images="x", pairs="y", format="csv")

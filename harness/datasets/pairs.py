@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import torch
 
-from harness.config import Config, at_least, between
+from harness.config import Config, at_least, between, dotted
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.datasets.folder import IMAGE_SUFFIXES
 from harness.datasets.images import load_images
@@ -187,9 +187,9 @@ class PairsConfig(Config):
 
     RULES = {"size": at_least(8), "crop_fraction": between(0, 1, low_open=True)}
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
         if self.format not in FORMATS:
-            raise BenchError(f"format={self.format!r}: choose one of {', '.join(FORMATS)}")
+            raise BenchError(f"{dotted(section)}format={self.format}: choose one of {', '.join(FORMATS)}")
 
 
 class PairsDataset(FaceDataset):

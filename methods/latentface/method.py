@@ -35,7 +35,7 @@ from torch import nn
 from harness.accel import Accel
 from harness.artifacts import Artifact
 from harness.datasets.base import ClipSet
-from harness.config import at_least, between, choice, positive
+from harness.config import at_least, between, choice, dotted, positive
 from harness.errors import BenchError
 from harness.io import atomic_path, cached, torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -158,12 +158,16 @@ class LatentFaceConfig(Unsup3DConfig):
         "stage2_min_lr": at_least(0),
     }
 
-    def check(self) -> None:
-        super().check()
+    def check(self, section: str) -> None:
+        super().check(section)
+        p = dotted(section)
         if self.stage2_width % 8:
-            raise BenchError(f"latentface.stage2_width={self.stage2_width}: use a positive multiple of 8")
+            raise BenchError(f"{p}stage2_width={self.stage2_width}: use a positive multiple of 8")
         if self.sample_steps > self.diffusion_steps:
-            raise BenchError(f"latentface.sample_steps={self.sample_steps}: at most diffusion_steps ({self.diffusion_steps})")
+            raise BenchError(
+                f"{p}sample_steps={self.sample_steps}: at most {p}diffusion_steps ({self.diffusion_steps}); "
+                f"set {p}sample_steps lower or {p}diffusion_steps higher"
+            )
 
     def stage2_dict(self) -> dict[str, Any]:
         """The stage-2 fields (what the stage-2 artifact key needs besides stage 1's hash)."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from harness.accel import Accel
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, choice, existing_file, optional, positive, power_of_two
+from harness.config import Config, at_least, choice, dotted, existing_file, optional, positive, power_of_two
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -128,9 +128,9 @@ class Unsup3DConfig(Config):
         "checkpoint": existing_file("give the path of a checkpoint (or leave it empty to train)"),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
         if (64 * self.width) % CHANNELS_PER_GROUP:
-            raise BenchError(f"unsup3d.width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
+            raise BenchError(f"{dotted(section)}width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
 
 
 # --- stage 1 as a shared artifact ----------------------------------------------------------------
