@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ from torch import nn
 from harness import plots
 from harness.config import Config, at_least, choice, positive
 from harness.datasets.base import FaceDataset, ImageSet, PairList
-from harness.protocol import Features, Protocol, mean_sd, seeded_generator
+from harness.protocol import Features, Measure, Protocol, Shown, mean_sd, seeded_generator, shown
+from harness.stats import weighted_mean
 from harness.registry import register_protocol
 
 MODES = ("pair-linear", "pair-linear-legacy", "cosine")
@@ -141,6 +143,50 @@ def roc_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
     return out
 
 
+# --- the same numbers under bootstrap weights (B, n): how often each pair was drawn -------------------------
+def weighted_tar_at_far(scores: np.ndarray, same: np.ndarray, far: float, w: np.ndarray) -> np.ndarray:
+    """``tar_at_far`` with each pair counted as often as its weight says (B replicates at once):
+    the threshold is the (k+1)-th highest impostor score counting repeats, k = floor(far * impostors)."""
+    negatives = scores[~same]
+    order = np.argsort(-negatives, kind="stable")
+    ranked, counted = negatives[order], np.cumsum(w[:, ~same][:, order], axis=1)  # impostors at or above each rank
+    k = np.floor(far * counted[:, -1] + 1e-9)
+    first_above = (counted <= k[:, None]).sum(1)
+    threshold = np.where(first_above < len(ranked), ranked[np.minimum(first_above, len(ranked) - 1)], -np.inf)
+    genuine = w[:, same]
+    return (genuine * (scores[same][None, :] > threshold[:, None])).sum(1) / genuine.sum(1)
+
+
+def weighted_auc(scores: np.ndarray, same: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``roc_auc`` with each pair counted as often as its weight says (B replicates at once)."""
+    order = np.argsort(scores, kind="stable")
+    s, y, w = scores[order], same[order], w[:, order]
+    impostors = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * ~y, axis=1)], axis=1)
+    below = impostors[:, np.searchsorted(s, s, side="left")]
+    ties = impostors[:, np.searchsorted(s, s, side="right")] - below
+    genuine = w * y
+    return (genuine * (below + 0.5 * ties)).sum(1) / (genuine.sum(1) * (w * ~y).sum(1))
+
+
+def per_fold(statistic, o: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+    """The mean over folds of ``statistic(outcomes of the fold, weights of the fold)``."""
+    folds = [o["fold"] == k for k in np.unique(o["fold"])]
+    return np.mean([statistic({name: v[f] for name, v in o.items()}, w[:, f]) for f in folds], axis=0)
+
+
+def same_of(o: dict[str, np.ndarray]) -> np.ndarray:
+    return o["same"] > 0
+
+
+VERIFICATION_MEASURES = {
+    "accuracy": Measure(lambda o, w: per_fold(lambda f, fw: weighted_mean((f["decision"] > 0) == same_of(f), fw), o, w)),
+    **{f"tar_at_far_{far:g}": Measure(lambda o, w, far=far: per_fold(lambda f, fw: weighted_tar_at_far(f["score"], same_of(f), far, fw), o, w))
+       for far in FOLD_FARS},
+    f"tar_at_far_{POOLED_FAR:g}_pooled": Measure(lambda o, w: weighted_tar_at_far(o["score"], same_of(o), POOLED_FAR, w)),
+    "auc": Measure(lambda o, w: per_fold(lambda f, fw: weighted_auc(f["score"], same_of(f), fw), o, w)),
+}
+
+
 def cosine_scores(f: torch.Tensor, pairs: PairList) -> np.ndarray:
     """The cosine similarity of each pair's two feature vectors."""
     fn = nn.functional.normalize(f.float(), dim=1)
@@ -185,6 +231,7 @@ class Verification(Protocol):
     Config = VerificationConfig
     table = ("table2_verification", "Table 2: face verification, 10-fold accuracy")
     paper = PAPER_TABLE2
+    unit = "pairs, within their folds"
     version = "2"  # 2: TAR at FAR, ROC AUC and the ROC curve from the test-fold scores
     note = (
         "Verification: accuracy ± is the spread over the 10 folds (sd, ddof 1), seed sd the sd of the mean"
@@ -203,13 +250,15 @@ class Verification(Protocol):
         # what each fold's model reads, built once: the pairs' cosine scores, or their pair features
         x = cosine_scores(f, pairs) if self.cfg.mode == "cosine" else pair_features(f, pairs, self.cfg.mode == "pair-linear-legacy")
         scores = np.zeros(len(pairs))  # each pair's score from the classifier of its test fold
+        decision = np.zeros(len(pairs), dtype=bool)  # and whether it called the pair the same person
         accuracies, thresholds = [], []
         for k in range(pairs.n_folds):
             test = (pairs.fold == k).numpy()
             scores[test], threshold = self.fold_scores(x, pairs.same, test, seed + k)
             if self.cfg.mode == "cosine":
                 thresholds.append(threshold)
-            accuracies.append(float(((scores[test] > threshold) == same[test]).mean()))
+            decision[test] = scores[test] > threshold
+            accuracies.append(float((decision[test] == same[test]).mean()))
         acc = np.array(accuracies)
         metrics = {
             "accuracy": float(acc.mean()),
@@ -224,6 +273,8 @@ class Verification(Protocol):
         }
         if thresholds:
             metrics["fold_thresholds"] = thresholds
+        # per pair, in the dataset's order: what a paired comparison needs
+        metrics["outcomes"] = {"score": scores, "decision": decision, "same": same, "fold": pairs.fold.numpy()}
         return metrics
 
     def fold_scores(self, x: np.ndarray | torch.Tensor, same: torch.Tensor, test: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -249,14 +300,23 @@ class Verification(Protocol):
         return f"accuracy {100 * metrics['accuracy']:.2f}  sd over folds {100 * metrics['accuracy_std']:.2f}{released}"
 
     @classmethod
-    def cell(cls, records: list[dict]) -> str:
-        """Mean accuracy, ± the spread over the 10 folds, and the sd over seeds when there are several."""
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        """Accuracy (mean over folds), and the ROC view's numbers of results from version 2 on."""
+        return VERIFICATION_MEASURES if "auc" in metrics else {"accuracy": VERIFICATION_MEASURES["accuracy"]}
+
+    @classmethod
+    def resampling(cls, outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"strata": outcomes["fold"]}  # every fold keeps its pairs: accuracy is a mean over folds
+
+    @classmethod
+    def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
+        """Mean accuracy, ± the spread over the 10 folds, its interval, and the sd over seeds when there are several."""
         if not records:
             return ""
         acc = 100 * np.array([r["metrics"]["accuracy"] for r in records])
         fold_sd = 100 * np.mean([r["metrics"]["accuracy_std"] for r in records])
         seeds = f", seed sd {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
-        return f"{acc.mean():.2f}±{fold_sd:.2f} (n={len(acc)}{seeds})"
+        return shown(f"{acc.mean():.2f}±{fold_sd:.2f}", (stats or {}).get("accuracy")) + f" (n={len(acc)}{seeds})"
 
     @classmethod
     def tables(cls, grid) -> dict[str, tuple[str, str]]:
@@ -267,9 +327,10 @@ class Verification(Protocol):
         headers, body = ["Method"], [[grid.label(k)] for k in rows]
         for dataset in grid.columns(cls.name, rows):
             headers += [f"{dataset} {name}" for name, _ in ROC_COLUMNS]
+            stats = grid.column_stats(cls, dataset, rows)
             for line, key in zip(body, rows):
                 records = [r for r in grid.records(key, cls.name, dataset) if "auc" in r["metrics"]]
-                line += [roc_cell(records, metric) for _, metric in ROC_COLUMNS]
+                line += [roc_cell(records, metric, stats[key].get(metric)) for _, metric in ROC_COLUMNS]
         if any(cell for line in body for cell in line[1:]):
             out[f"{cls.table[0]}_roc"] = (
                 "Table 2, ROC view: true accept rate at a false accept rate, and ROC AUC",
@@ -303,9 +364,9 @@ ROC_COLUMNS = (
 )
 
 
-def roc_cell(records: list[dict], metric: str) -> str:
-    """Percent, mean over seeds, ± the sd over seeds when there are several."""
-    return mean_sd([r["metrics"][metric] for r in records]) + f" (n={len(records)})" if records else ""
+def roc_cell(records: list[dict], metric: str, stat: Optional[Shown] = None) -> str:
+    """Percent, mean over seeds, ± the sd over seeds when there are several, and the interval."""
+    return shown(mean_sd([r["metrics"][metric] for r in records]), stat) + f" (n={len(records)})" if records else ""
 
 
 def mean_roc(rocs: list[dict[str, list[float]]]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,160 @@
+"""Intervals and paired comparisons of stored results: result files + the protocols' declared
+measures (``Protocol.measures``, ``Protocol.resampling``) -> ``harness.stats``.
+
+A result file of format 2 keeps its per-item outcomes under ``"outcomes"``, each array packed
+as one line of text (``pack``); a result of format 1 (no ``"format"`` key) has none, and every
+interval or comparison involving it says that it cannot be computed (``--rerun`` adds them).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from harness import stats
+from harness.config import config_hash
+from harness.protocol import TIE_MARK, Protocol, Shown
+
+#: The result format a new result file has: 2 = per-item outcomes under "outcomes".
+FORMAT = 2
+#: Why a result of format 1 cannot be compared (one line, for tables and --compare).
+NO_OUTCOMES = "made before results kept per-item outcomes (result format 1); rerun it with --rerun to add them"
+#: The level at which a column's rows count as significantly different from its best.
+ALPHA = 1 - stats.LEVEL
+
+
+def pack(outcomes: dict[str, Any]) -> dict[str, str]:
+    """Per-item outcome arrays as compact text: comma-separated numbers, integers exact, floats
+    to 7 significant digits (a float32's precision), ``nan`` where not defined."""
+    out = {}
+    for name, values in outcomes.items():
+        a = np.asarray(values)
+        if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
+            out[name] = ",".join(map(str, a.astype(np.int64).tolist()))
+        else:
+            out[name] = ",".join(f"{v:.7g}" for v in a.astype(float).tolist())
+    return out
+
+
+def unpack(record: dict) -> Optional[dict[str, np.ndarray]]:
+    """A result's per-item outcomes as arrays, or None for a result without them."""
+    packed = record.get("outcomes")
+    if not packed:
+        return None
+    return {name: np.array(text.split(","), dtype=float) if text else np.zeros(0) for name, text in packed.items()}
+
+
+def items_key(record: dict, outcomes: dict[str, np.ndarray]) -> str:
+    """What identifies a result's test items: its dataset's fingerprint and the number of items
+    (results on the same split of the same data are on the same items, in the same order)."""
+    n = len(next(iter(outcomes.values()))) if outcomes else 0
+    return config_hash({"dataset": record["config"]["dataset"], "n": n})
+
+
+@dataclasses.dataclass
+class Stats:
+    """Bootstrap replicates of stored results, each computed once (a store's tables and a
+    comparison reuse them). Results on the same items share their bootstrap draws."""
+
+    weights: dict = dataclasses.field(default_factory=dict)
+    replicates: dict = dataclasses.field(default_factory=dict)
+
+    def draws(self, protocol: type[Protocol], record: dict, key: str) -> Optional[tuple[float, np.ndarray]]:
+        """A measure of one result: (its value on all items, its bootstrap replicates); None
+        when the result has no outcomes or the protocol no such measure."""
+        memo = (record.get("_path") or id(record), key)
+        if memo not in self.replicates:
+            outcomes = unpack(record)
+            measure = protocol.measures(record["metrics"]).get(key) if outcomes is not None else None
+            if measure is None:
+                self.replicates[memo] = None
+            else:
+                n = len(next(iter(outcomes.values())))
+                where = (protocol.name, items_key(record, outcomes))
+                if where not in self.weights:
+                    self.weights[where] = stats.bootstrap_weights(n, **protocol.resampling(outcomes))
+                point = float(measure.statistic(outcomes, np.ones((1, n)))[0])
+                self.replicates[memo] = (point, measure.statistic(outcomes, self.weights[where]))
+        return self.replicates[memo]
+
+    def estimate(self, protocol: type[Protocol], records: list[dict], key: str) -> Optional[stats.Estimate]:
+        """The seed mean of a measure with its interval; None unless every result has outcomes."""
+        draws = [self.draws(protocol, r, key) for r in records]
+        if not records or any(d is None for d in draws):
+            return None
+        return stats.estimate([d[0] for d in draws], np.stack([d[1] for d in draws]))
+
+    def compare(self, protocol: type[Protocol], a: list[dict], b: list[dict], key: str) -> Union[stats.Comparison, str]:
+        """Row ``a`` minus row ``b`` on one measure, or why they cannot be compared."""
+        draws_a = [self.draws(protocol, r, key) for r in a]
+        draws_b = [self.draws(protocol, r, key) for r in b]
+        if not a or not b:
+            return "no results"
+        if any(d is None for d in draws_a + draws_b):
+            missing = [r for r, d in zip(a + b, draws_a + draws_b) if d is None]
+            if any(unpack(r) is None for r in missing):
+                return NO_OUTCOMES
+            return f"the protocol {protocol.name} has no measure {key!r} for these results"
+        keys = {items_key(r, unpack(r)) for r in a + b}
+        if len(keys) > 1:
+            return "the results were measured on different test items (another dataset, split or size)"
+        measure = protocol.measures(a[0]["metrics"])[key]
+        by_seed_b = {r["cell"]["seed"]: r for r in b}
+        per_seed = []
+        for r, (point_a, boot_a) in zip(a, draws_a):
+            other = by_seed_b.get(r["cell"]["seed"])
+            if other is None:
+                continue
+            point_b, boot_b = self.draws(protocol, other, key)
+            if measure.correct:
+                per_seed.append(stats.mcnemar_exact(measure.correct(unpack(r)), measure.correct(unpack(other))))
+            else:
+                per_seed.append(stats.bootstrap_p(point_a - point_b, boot_a - boot_b))
+        test = "exact McNemar" if measure.correct else "paired bootstrap"
+        return stats.compare([d[0] for d in draws_a], [d[0] for d in draws_b], np.stack([d[1] for d in draws_a]),
+                             np.stack([d[1] for d in draws_b]), per_seed, test)
+
+    def column(self, protocol: type[Protocol], cells: dict[Any, list[dict]]) -> dict[Any, dict[str, Shown]]:
+        """Each row's ``Shown`` per measure in one table column (rows -> their records): the best
+        row by mean, and the rows whose paired test against it is not significant after Holm's
+        correction over the column's comparisons."""
+        out: dict[Any, dict[str, Shown]] = {row: {} for row in cells}
+        first = next((rs for rs in cells.values() if rs), None)
+        if first is None:
+            return out
+        for key, measure in protocol.measures(first[0]["metrics"]).items():
+            estimates = {row: self.estimate(protocol, rs, key) for row, rs in cells.items() if rs}
+            known = {row: e for row, e in estimates.items() if e is not None}
+            if not known:
+                continue
+            sign = 1 if measure.higher_is_better else -1
+            best = max(known, key=lambda row: sign * known[row].mean)
+            others = [row for row in known if row != best]
+            tests = [self.compare(protocol, cells[best], cells[row], key) for row in others]
+            testable = [(row, t) for row, t in zip(others, tests) if isinstance(t, stats.Comparison)]
+            adjusted = dict(zip([row for row, _ in testable], stats.holm([t.p for _, t in testable])))
+            for row, e in known.items():
+                out[row][key] = Shown(e, best=row == best, tie=row in adjusted and adjusted[row] >= ALPHA)
+        return out
+
+
+def footer_lines(protocols: list[type[Protocol]], records: list[dict]) -> list[str]:
+    """What a table's intervals and marks mean, for its footer, and which results have none."""
+    with_measures = [p for p in protocols if records and any(p.measures(r["metrics"]) for r in records if r["cell"]["protocol"] == p.name)]
+    lines = []
+    if with_measures:
+        units = "; ".join(f"{p.name}: {p.unit}" for p in with_measures)
+        lines.append(
+            f"[low, high]: {round(100 * stats.LEVEL)} % interval, percentile bootstrap ({stats.BOOTSTRAP} replicates) over "
+            f"the resampling unit ({units}); with several seeds each side is widened in quadrature by "
+            f"{stats.z_quantile():.2f} x sd over seeds / sqrt(seeds). **Bold**: the best row of a column (by the mean); "
+            f"{TIE_MARK}: not significantly different from it (paired test on the same items, Holm-corrected "
+            f"over the column's comparisons, alpha {ALPHA:.2f}: exact McNemar for accuracies and the paired bootstrap for "
+            "other numbers with one seed; with several, a normal test whose variance adds the item bootstrap's and the "
+            "seed variances). Details: docs/statistics.md."
+        )
+    old = sum(1 for r in records if r.get("format", 1) < FORMAT)
+    if old:
+        lines.append(f"Intervals and comparisons cannot be computed for {old} of these results: {NO_OUTCOMES}.")
+    return lines
