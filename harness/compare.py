@@ -19,7 +19,7 @@ from harness.protocol import TIE_MARK, Protocol, Shown
 #: The result format a new result file has: 2 = per-item outcomes under "outcomes".
 FORMAT = 2
 #: Why a result of format 1 cannot be compared (one line, for tables and --compare).
-NO_OUTCOMES = "made before results kept per-item outcomes (result format 1); rerun it with --rerun to add them"
+NO_OUTCOMES = "made before results kept per-item outcomes (result format 1); running their cells with --rerun adds them"
 #: The level at which a column's rows count as significantly different from its best.
 ALPHA = 1 - stats.LEVEL
 
@@ -141,7 +141,7 @@ class Stats:
 
 def footer_lines(protocols: list[type[Protocol]], records: list[dict]) -> list[str]:
     """What a table's intervals and marks mean, for its footer, and which results have none."""
-    with_measures = [p for p in protocols if records and any(p.measures(r["metrics"]) for r in records if r["cell"]["protocol"] == p.name)]
+    with_measures = [p for p in protocols if any(p.measures(r["metrics"]) for r in records if r["cell"]["protocol"] == p.name and "outcomes" in r)]
     lines = []
     if with_measures:
         units = "; ".join(f"{p.name}: {p.unit}" for p in with_measures)
@@ -158,3 +158,45 @@ def footer_lines(protocols: list[type[Protocol]], records: list[dict]) -> list[s
     if old:
         lines.append(f"Intervals and comparisons cannot be computed for {old} of these results: {NO_OUTCOMES}.")
     return lines
+
+
+# --- run_bench.py --compare a,b ---------------------------------------------------------------------
+def interval_text(e: stats.Estimate, scale: float) -> str:
+    return f"[{scale * e.low:.2f}, {scale * e.high:.2f}]"
+
+
+def report(grid: Any, rows: tuple[Any, Any], protocols: list[type[Protocol]], datasets: Optional[list[str]]) -> list[str]:
+    """``--compare``: per protocol, dataset and measure both rows have results for, each row's
+    value with its interval, the difference (first minus second) with its interval, the p-value
+    and its test, and the smallest difference these items could detect at 80 % power.
+    ``grid`` is a ``harness.tables.Grid``; returns the lines (none: nothing in common)."""
+    a, b = rows
+    lines = []
+    for protocol in protocols:
+        common = [d for d in grid.columns(protocol.name, [a]) if d in grid.columns(protocol.name, [b])]
+        for dataset in (d for d in common if datasets is None or d in datasets):
+            ra, rb = grid.records(a, protocol.name, dataset), grid.records(b, protocol.name, dataset)
+            lines.append(f"{protocol.name} / {dataset} ({len(ra)} and {len(rb)} seeds):")
+            keys = list(protocol.measures(ra[0]["metrics"])) or ["main metric"]
+            for key in keys:
+                measure = protocol.measures(ra[0]["metrics"]).get(key)
+                result = grid.stats.compare(protocol, ra, rb, key) if measure else "the protocol declares no per-item outcomes"
+                lines.append(f"  {key}: " + describe(grid, protocol, (a, b), (ra, rb), key, measure, result))
+    return lines
+
+
+def describe(grid: Any, protocol: type[Protocol], rows: tuple, records: tuple, key: str, measure: Any,
+             result: Union[stats.Comparison, str]) -> str:
+    """One measure's comparison line (values without intervals where they cannot be computed)."""
+    scale = measure.scale if measure else 100.0
+    values = []
+    for row, rs in zip(rows, records):
+        e = grid.stats.estimate(protocol, rs, key) if measure else None
+        mean = e.mean if e else sum(protocol.main_metric(r["metrics"]) for r in rs) / len(rs)
+        values.append(f"{grid.label(row)} {scale * mean:.2f}" + (f" {interval_text(e, scale)}" if e else ""))
+    if isinstance(result, str):
+        return f"{values[0]} vs {values[1]}; cannot be compared: {result}"
+    d = result.difference
+    per_seed = f"; per seed, {result.per_seed_test}: {', '.join(f'{p:.3g}' for p in result.per_seed)}" if result.difference.seeds > 1 else ""
+    return (f"{values[0]} vs {values[1]}; difference {scale * d.mean:+.2f} {interval_text(d, scale)}, p = {result.p:.3g} "
+            f"({result.test}{per_seed}); detectable at 80 % power: {scale * result.detectable:.2f}")

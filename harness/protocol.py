@@ -48,11 +48,13 @@ class Measure:
         correct: outcomes -> per-item correctness, where the number is its mean (an accuracy):
             two rows are then compared by the exact McNemar test, else by the paired bootstrap.
         higher_is_better: which way the best row of a column lies.
+        scale: how the number is shown (100: a fraction in percent).
     """
 
     statistic: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
     correct: Optional[Callable[[dict[str, np.ndarray]], np.ndarray]] = None
     higher_is_better: bool = True
+    scale: float = 100.0
 
 
 @dataclasses.dataclass(frozen=True)

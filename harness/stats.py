@@ -152,6 +152,7 @@ class Comparison:
     p: float
     test: str
     per_seed: tuple[float, ...]
+    per_seed_test: str
     detectable: float
 
 
@@ -179,8 +180,8 @@ def compare(a_points: Sequence[float], b_points: Sequence[float], a_replicates: 
         p = per_seed[0] if per_seed else bootstrap_p(diff, boot)
         test = per_seed_test
     else:
-        p, test = normal_p(diff, se), f"normal (item bootstrap + seed variance; per seed: {per_seed_test})"
-    return Comparison(interval, p, test, tuple(per_seed), minimum_detectable(se, level))
+        p, test = normal_p(diff, se), "normal test, variance = paired item bootstrap + seed variances"
+    return Comparison(interval, p, test, tuple(per_seed), per_seed_test, minimum_detectable(se, level))
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -242,8 +242,9 @@ class Depth(Protocol):
     @classmethod
     def measures(cls, metrics: dict) -> dict[str, Measure]:
         """SIDE and MAD after calibration (SIDE first: the main metric), as predicted, and the floors'."""
-        return {key: Measure(lambda o, w, key=key: weighted_mean(o[key], w), higher_is_better=False)
-                for prefix, suffix in OUTCOME_SETS for key in (measure_key(prefix, "side", suffix), measure_key(prefix, "mad", suffix))}
+        return {measure_key(prefix, error, suffix): Measure(lambda o, w, key=measure_key(prefix, error, suffix): weighted_mean(o[key], w),
+                                                           higher_is_better=False, scale=100.0 if error == "side" else 1.0)
+                for prefix, suffix in OUTCOME_SETS for error in ("side", "mad")}
 
     @classmethod
     def floors(cls, metrics: dict) -> dict[str, float]:
