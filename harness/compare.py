@@ -85,10 +85,13 @@ class Stats:
             return None
         return stats.estimate([d[0] for d in draws], np.stack([d[1] for d in draws]))
 
-    def compare(self, protocol: type[Protocol], a: list[dict], b: list[dict], key: str) -> Union[stats.Comparison, str]:
-        """Row ``a`` minus row ``b`` on one measure, or why they cannot be compared."""
+    def compare(self, protocol: type[Protocol], a: list[dict], b: list[dict], key: str,
+                key_b: Optional[str] = None) -> Union[stats.Comparison, str]:
+        """Row ``a`` minus row ``b`` on one measure (``key_b``: another measure of ``b``'s on the
+        same items, e.g. another part), or why they cannot be compared."""
+        key_b = key_b or key
         draws_a = [self.draws(protocol, r, key) for r in a]
-        draws_b = [self.draws(protocol, r, key) for r in b]
+        draws_b = [self.draws(protocol, r, key_b) for r in b]
         if not a or not b:
             return "no results"
         if any(d is None for d in draws_a + draws_b):
@@ -96,47 +99,47 @@ class Stats:
             if any(unpack(r) is None for r in missing):
                 return NO_OUTCOMES
             return f"the protocol {protocol.name} has no measure {key!r} for these results"
-        keys = {items_key(r, unpack(r)) for r in a + b}
-        if len(keys) > 1:
+        if len({items_key(r, unpack(r)) for r in a + b}) > 1:
             return "the results were measured on different test items (another dataset, split or size)"
-        measure = protocol.measures(a[0]["metrics"])[key]
-        by_seed_b = {r["cell"]["seed"]: r for r in b}
+        measure_a, measure_b = protocol.measures(a[0]["metrics"])[key], protocol.measures(b[0]["metrics"])[key_b]
+        exact = measure_a.correct is not None and measure_b.correct is not None
+        by_seed_b = {r["cell"]["seed"]: (r, d) for r, d in zip(b, draws_b)}
         per_seed = []
         for r, (point_a, boot_a) in zip(a, draws_a):
-            other = by_seed_b.get(r["cell"]["seed"])
-            if other is None:
+            if r["cell"]["seed"] not in by_seed_b:
                 continue
-            point_b, boot_b = self.draws(protocol, other, key)
-            if measure.correct:
-                per_seed.append(stats.mcnemar_exact(measure.correct(unpack(r)), measure.correct(unpack(other))))
+            other, (point_b, boot_b) = by_seed_b[r["cell"]["seed"]]
+            if exact:
+                per_seed.append(stats.mcnemar_exact(measure_a.correct(unpack(r)), measure_b.correct(unpack(other))))
             else:
                 per_seed.append(stats.bootstrap_p(point_a - point_b, boot_a - boot_b))
-        test = "exact McNemar" if measure.correct else "paired bootstrap"
         return stats.compare([d[0] for d in draws_a], [d[0] for d in draws_b], np.stack([d[1] for d in draws_a]),
-                             np.stack([d[1] for d in draws_b]), per_seed, test)
+                             np.stack([d[1] for d in draws_b]), per_seed, "exact McNemar" if exact else "paired bootstrap")
 
     def column(self, protocol: type[Protocol], cells: dict[Any, list[dict]]) -> dict[Any, dict[str, Shown]]:
-        """Each row's ``Shown`` per measure in one table column (rows -> their records): the best
-        row by mean, and the rows whose paired test against it is not significant after Holm's
-        correction over the column's comparisons."""
+        """Each row's ``Shown`` per measure in one table column (rows -> their records): see ``rank``."""
         out: dict[Any, dict[str, Shown]] = {row: {} for row in cells}
         first = next((rs for rs in cells.values() if rs), None)
-        if first is None:
-            return out
-        for key, measure in protocol.measures(first[0]["metrics"]).items():
-            estimates = {row: self.estimate(protocol, rs, key) for row, rs in cells.items() if rs}
-            known = {row: e for row, e in estimates.items() if e is not None}
-            if not known:
-                continue
-            sign = 1 if measure.higher_is_better else -1
-            best = max(known, key=lambda row: sign * known[row].mean)
-            others = [row for row in known if row != best]
-            tests = [self.compare(protocol, cells[best], cells[row], key) for row in others]
-            testable = [(row, t) for row, t in zip(others, tests) if isinstance(t, stats.Comparison)]
-            adjusted = dict(zip([row for row, _ in testable], stats.holm([t.p for _, t in testable])))
-            for row, e in known.items():
-                out[row][key] = Shown(e, best=row == best, tie=row in adjusted and adjusted[row] >= ALPHA)
+        for key, measure in protocol.measures(first[0]["metrics"]).items() if first else ():
+            ranked = self.rank(protocol, {row: (rs, key) for row, rs in cells.items() if rs}, measure.higher_is_better)
+            for row, shown in ranked.items():
+                out[row][key] = shown
         return out
+
+    def rank(self, protocol: type[Protocol], cells: dict[Any, tuple[list[dict], str]], higher_is_better: bool = True) -> dict[Any, Shown]:
+        """Rows (-> their records and the measure shown for them) of one column: each row's
+        interval, the best row by mean, and the rows whose paired test against it is not
+        significant after Holm's correction over the column's comparisons."""
+        known = {row: e for row, (rs, key) in cells.items() if (e := self.estimate(protocol, rs, key)) is not None}
+        if not known:
+            return {}
+        sign = 1 if higher_is_better else -1
+        best = max(known, key=lambda row: sign * known[row].mean)
+        others = [row for row in known if row != best]
+        tests = [self.compare(protocol, cells[best][0], cells[row][0], cells[best][1], cells[row][1]) for row in others]
+        testable = [(row, t) for row, t in zip(others, tests) if isinstance(t, stats.Comparison)]
+        adjusted = dict(zip([row for row, _ in testable], stats.holm([t.p for _, t in testable])))
+        return {row: Shown(e, best=row == best, tie=row in adjusted and adjusted[row] >= ALPHA) for row, e in known.items()}
 
 
 def footer_lines(protocols: list[type[Protocol]], records: list[dict]) -> list[str]:
