@@ -83,7 +83,8 @@ class Stats:
         draws = [self.draws(protocol, r, key) for r in records]
         if not records or any(d is None for d in draws):
             return None
-        return stats.estimate([d[0] for d in draws], np.stack([d[1] for d in draws]))
+        bounds = protocol.measures(records[0]["metrics"])[key].bounds
+        return stats.estimate([d[0] for d in draws], np.stack([d[1] for d in draws]), bounds=bounds)
 
     def compare(self, protocol: type[Protocol], a: list[dict], b: list[dict], key: str,
                 key_b: Optional[str] = None) -> Union[stats.Comparison, str]:

@@ -49,12 +49,14 @@ class Measure:
             two rows are then compared by the exact McNemar test, else by the paired bootstrap.
         higher_is_better: which way the best row of a column lies.
         scale: how the number is shown (100: a fraction in percent).
+        bounds: the values the number can take (an interval is clipped to them: a rate's to [0, 1]).
     """
 
     statistic: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
     correct: Optional[Callable[[dict[str, np.ndarray]], np.ndarray]] = None
     higher_is_better: bool = True
     scale: float = 100.0
+    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,10 +144,10 @@ class Protocol:
     @classmethod
     def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
         """A table cell from the result records of one row and dataset (seeds); ``stats`` holds
-        each measure's interval and rank in the column (the first measure is the main metric)."""
+        each measure's interval and rank in the column."""
         if not records:
             return ""
-        main = next(iter((stats or {}).values()), None)
+        main = (stats or {}).get(cls.main_measure(records[0]["metrics"]))
         return shown(mean_sd([cls.main_metric(r["metrics"]) for r in records]), main) + f" (n={len(records)})"
 
     # --- statistics (harness.compare) -----------------------------------------------------------
@@ -156,6 +158,11 @@ class Protocol:
         metrics, ``harness.compare.pack``). None by default: a protocol without outcomes shows
         bare numbers."""
         return {}
+
+    @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        """The measure of ``main_metric`` ('' for none): its interval is the error bar of charts."""
+        return "accuracy"
 
     @classmethod
     def resampling(cls, outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

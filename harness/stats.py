@@ -76,12 +76,14 @@ class Estimate:
     seeds: int
 
 
-def estimate(points: Sequence[float], replicates: np.ndarray, level: float = LEVEL) -> Estimate:
+def estimate(points: Sequence[float], replicates: np.ndarray, level: float = LEVEL,
+             bounds: tuple[float, float] = (-math.inf, math.inf)) -> Estimate:
     """The seed mean of one measure with its interval.
 
     Args:
         points: the measure on each seed's result, on all items.
         replicates: (seeds, B) the measure on each seed's result under the same item weights.
+        bounds: the values the measure can take (a rate: 0 and 1); the interval is clipped to them.
 
     The item part is the percentile interval of the seed mean's replicates; with several seeds,
     each side is widened in quadrature by z * sd / sqrt(seeds) (the seed spread, independent of
@@ -95,8 +97,8 @@ def estimate(points: Sequence[float], replicates: np.ndarray, level: float = LEV
     sd = float(points.std(ddof=1)) if k > 1 else 0.0
     seed_half = z_quantile(level) * sd / math.sqrt(k)
     item_se = float(np.nanstd(boot, ddof=1)) if np.isfinite(boot).sum() > 1 else math.nan
-    low = mean - math.hypot(mean - lo, seed_half)
-    high = mean + math.hypot(hi - mean, seed_half)
+    low = max(mean - math.hypot(mean - lo, seed_half), bounds[0])
+    high = min(mean + math.hypot(hi - mean, seed_half), bounds[1])
     return Estimate(mean, sd, low, high, math.sqrt(item_se**2 + sd**2 / k), k)
 
 

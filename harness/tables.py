@@ -276,7 +276,7 @@ class Grid:
             stats = []
             for g, (protocol, dataset) in enumerate(layout.columns):
                 records = self.records(key, protocol.name, dataset)
-                main = next(iter(self.column_stats(protocol, dataset, layout.rows)[key].values()), None)
+                main = self.column_stats(protocol, dataset, layout.rows)[key].get(protocol.main_measure(records[0]["metrics"])) if records else None
                 interval = (100 * main.estimate.low, 100 * main.estimate.high) if main and main.estimate else None
                 stats.append(plots.stat([100 * protocol.main_metric(r["metrics"]) for r in records], interval))
                 for r in records:

@@ -240,10 +240,15 @@ class Depth(Protocol):
         return float(metrics["side"])
 
     @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        return "side"
+
+    @classmethod
     def measures(cls, metrics: dict) -> dict[str, Measure]:
         """SIDE and MAD after calibration (SIDE first: the main metric), as predicted, and the floors'."""
         return {measure_key(prefix, error, suffix): Measure(lambda o, w, key=measure_key(prefix, error, suffix): weighted_mean(o[key], w),
-                                                           higher_is_better=False, scale=100.0 if error == "side" else 1.0)
+                                                           higher_is_better=False, scale=100.0 if error == "side" else 1.0,
+                                                           bounds=(0.0, math.inf))
                 for prefix, suffix in OUTCOME_SETS for error in ("side", "mad")}
 
     @classmethod

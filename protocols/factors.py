@@ -355,6 +355,10 @@ class Factors(Protocol):
         return float(metrics["disentanglement"])
 
     @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        return ""  # D: fit on the training people, no test-set interval
+
+    @classmethod
     def measures(cls, metrics: dict) -> dict[str, Measure]:
         """Every part's scores (``part/score``): identity as the 10-fold accuracy over pairs, the
         nearest-neighbour and expression accuracies (exact McNemar), R^2 as 1 - the mean residual share.
@@ -366,7 +370,7 @@ class Factors(Protocol):
                 if score == "identity":
                     out[key] = Measure(lambda o, w, key=key: fold_mean(o[key], o["fold"], w))
                 elif score in REGRESSED:
-                    out[key] = Measure(lambda o, w, key=key: 1 - weighted_mean(o[key], w))
+                    out[key] = Measure(lambda o, w, key=key: 1 - weighted_mean(o[key], w), bounds=(-math.inf, 1.0))
                 else:
                     out[key] = Measure(lambda o, w, key=key: weighted_mean(o[key], w), correct=lambda o, key=key: o[key] > 0)
         return out

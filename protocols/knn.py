@@ -87,6 +87,10 @@ class KNN(Protocol):
         return {f"accuracy k={k}": accuracy_measure(f"pred_k{k}") for k in metrics["per_k"]}
 
     @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        return f"accuracy k={metrics['k']}"
+
+    @classmethod
     def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
         if not records:
             return ""

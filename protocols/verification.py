@@ -154,7 +154,8 @@ def weighted_tar_at_far(scores: np.ndarray, same: np.ndarray, far: float, w: np.
     first_above = (counted <= k[:, None]).sum(1)
     threshold = np.where(first_above < len(ranked), ranked[np.minimum(first_above, len(ranked) - 1)], -np.inf)
     genuine = w[:, same]
-    return (genuine * (scores[same][None, :] > threshold[:, None])).sum(1) / genuine.sum(1)
+    with np.errstate(invalid="ignore"):  # a replicate of a small fold may draw no genuine pair: nan
+        return (genuine * (scores[same][None, :] > threshold[:, None])).sum(1) / genuine.sum(1)
 
 
 def weighted_auc(scores: np.ndarray, same: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -165,7 +166,8 @@ def weighted_auc(scores: np.ndarray, same: np.ndarray, w: np.ndarray) -> np.ndar
     below = impostors[:, np.searchsorted(s, s, side="left")]
     ties = impostors[:, np.searchsorted(s, s, side="right")] - below
     genuine = w * y
-    return (genuine * (below + 0.5 * ties)).sum(1) / (genuine.sum(1) * (w * ~y).sum(1))
+    with np.errstate(invalid="ignore"):  # a replicate of a small fold may draw no pair of a kind: nan
+        return (genuine * (below + 0.5 * ties)).sum(1) / (genuine.sum(1) * (w * ~y).sum(1))
 
 
 def per_fold(statistic, o: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
