@@ -148,16 +148,15 @@ def footer_lines(protocols: list[type[Protocol]], records: list[dict]) -> list[s
     with_measures = [p for p in protocols if any(p.measures(r["metrics"]) for r in records if r["cell"]["protocol"] == p.name and "outcomes" in r)]
     lines = []
     if with_measures:
-        units = "; ".join(f"{p.name}: {p.unit}" for p in with_measures)
-        lines.append(
-            f"[low, high]: {round(100 * stats.LEVEL)} % interval, percentile bootstrap ({stats.BOOTSTRAP} replicates) over "
-            f"the resampling unit ({units}); with several seeds each side is widened in quadrature by "
-            f"{stats.z_quantile():.2f} x sd over seeds / sqrt(seeds). **Bold**: the best row of a column (by the mean); "
-            f"{TIE_MARK}: not significantly different from it (paired test on the same items, Holm-corrected "
-            f"over the column's comparisons, alpha {ALPHA:.2f}: exact McNemar for accuracies and the paired bootstrap for "
-            "other numbers with one seed; with several, a normal test whose variance adds the item bootstrap's and the "
-            "seed variances). Details: docs/statistics.md."
-        )
+        units = {p.unit for p in with_measures}
+        units = units.pop() if len(units) == 1 else "; ".join(f"{p.name}: {p.unit}" for p in with_measures)
+        lines += [
+            f"[low, high]: {round(100 * stats.LEVEL)} % interval, percentile bootstrap ({stats.BOOTSTRAP} replicates) over {units}; "
+            f"with several seeds each side is widened in quadrature by {stats.z_quantile():.2f} x sd over seeds / sqrt(seeds).",
+            f"**Bold**: the best row of a column; {TIE_MARK}: not significantly different from it (paired tests on the same "
+            f"items at {ALPHA:.2f}, Holm-corrected over the column: exact McNemar for accuracies, else the paired bootstrap; "
+            "with several seeds a normal test whose variance adds the seed variances). Methods: docs/statistics.md.",
+        ]
     old = sum(1 for r in records if r.get("format", 1) < FORMAT)
     if old:
         lines.append(f"Intervals and comparisons cannot be computed for {old} of these results: {NO_OUTCOMES}.")
