@@ -59,13 +59,21 @@ class Stats:
 
     weights: dict = dataclasses.field(default_factory=dict)
     replicates: dict = dataclasses.field(default_factory=dict)
+    unpacked: dict = dataclasses.field(default_factory=dict)
+
+    def outcomes(self, record: dict) -> Optional[dict[str, np.ndarray]]:
+        """``unpack``, once per result."""
+        memo = record.get("_path") or id(record)
+        if memo not in self.unpacked:
+            self.unpacked[memo] = unpack(record)
+        return self.unpacked[memo]
 
     def draws(self, protocol: type[Protocol], record: dict, key: str) -> Optional[tuple[float, np.ndarray]]:
         """A measure of one result: (its value on all items, its bootstrap replicates); None
         when the result has no outcomes or the protocol no such measure."""
         memo = (record.get("_path") or id(record), key)
         if memo not in self.replicates:
-            outcomes = unpack(record)
+            outcomes = self.outcomes(record)
             measure = protocol.measures(record["metrics"]).get(key) if outcomes is not None else None
             if measure is None:
                 self.replicates[memo] = None
@@ -97,10 +105,10 @@ class Stats:
             return "no results"
         if any(d is None for d in draws_a + draws_b):
             missing = [r for r, d in zip(a + b, draws_a + draws_b) if d is None]
-            if any(unpack(r) is None for r in missing):
+            if any(self.outcomes(r) is None for r in missing):
                 return NO_OUTCOMES
             return f"the protocol {protocol.name} has no measure {key!r} for these results"
-        if len({items_key(r, unpack(r)) for r in a + b}) > 1:
+        if len({items_key(r, self.outcomes(r)) for r in a + b}) > 1:
             return "the results were measured on different test items (another dataset, split or size)"
         measure_a, measure_b = protocol.measures(a[0]["metrics"])[key], protocol.measures(b[0]["metrics"])[key_b]
         exact = measure_a.correct is not None and measure_b.correct is not None
@@ -111,7 +119,7 @@ class Stats:
                 continue
             other, (point_b, boot_b) = by_seed_b[r["cell"]["seed"]]
             if exact:
-                per_seed.append(stats.mcnemar_exact(measure_a.correct(unpack(r)), measure_b.correct(unpack(other))))
+                per_seed.append(stats.mcnemar_exact(measure_a.correct(self.outcomes(r)), measure_b.correct(self.outcomes(other))))
             else:
                 per_seed.append(stats.bootstrap_p(point_a - point_b, boot_a - boot_b))
         return stats.compare([d[0] for d in draws_a], [d[0] for d in draws_b], np.stack([d[1] for d in draws_a]),

@@ -26,8 +26,8 @@ def stat(values: Sequence[float], interval: Optional[tuple[float, float]] = None
     if not len(values):
         return None
     mean = float(np.mean(values))
-    if interval is not None:
-        return mean, *interval
+    if interval is not None:  # the interval's estimate may differ from the mean in the last digits stored
+        return mean, min(interval[0], mean), max(interval[1], mean)
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
     return mean, mean - sd, mean + sd
 

@@ -50,7 +50,9 @@ def bootstrap_weights(n: int, strata: Optional[np.ndarray] = None, clusters: Opt
     counts = np.zeros((replicates, n_units))
     for s in np.unique(unit_stratum):
         members = np.flatnonzero(unit_stratum == s)
-        counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=replicates)
+        drawn = rng.integers(0, len(members), size=(replicates, len(members)))  # units drawn, per replicate
+        flat = (drawn + len(members) * np.arange(replicates)[:, None]).ravel()
+        counts[:, members] = np.bincount(flat, minlength=replicates * len(members)).reshape(replicates, len(members))
     return counts[:, units]
 
 

@@ -147,15 +147,15 @@ def roc_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
 def weighted_tar_at_far(scores: np.ndarray, same: np.ndarray, far: float, w: np.ndarray) -> np.ndarray:
     """``tar_at_far`` with each pair counted as often as its weight says (B replicates at once):
     the threshold is the (k+1)-th highest impostor score counting repeats, k = floor(far * impostors)."""
-    negatives = scores[~same]
-    order = np.argsort(-negatives, kind="stable")
-    ranked, counted = negatives[order], np.cumsum(w[:, ~same][:, order], axis=1)  # impostors at or above each rank
+    impostors, genuine = np.flatnonzero(~same), np.flatnonzero(same)
+    order = impostors[np.argsort(-scores[impostors], kind="stable")]
+    ranked, counted = scores[order], np.cumsum(w[:, order], axis=1)  # impostors at or above each rank
     k = np.floor(far * counted[:, -1] + 1e-9)
     first_above = (counted <= k[:, None]).sum(1)
     threshold = np.where(first_above < len(ranked), ranked[np.minimum(first_above, len(ranked) - 1)], -np.inf)
-    genuine = w[:, same]
+    drawn = w[:, genuine]
     with np.errstate(invalid="ignore"):  # a replicate of a small fold may draw no genuine pair: nan
-        return (genuine * (scores[same][None, :] > threshold[:, None])).sum(1) / genuine.sum(1)
+        return np.einsum("bn,bn->b", drawn, scores[genuine][None, :] > threshold[:, None]) / drawn.sum(1)
 
 
 def weighted_auc(scores: np.ndarray, same: np.ndarray, w: np.ndarray) -> np.ndarray:
