@@ -179,35 +179,38 @@ def interval_text(e: stats.Estimate, scale: float) -> str:
 def report(grid: Any, rows: tuple[Any, Any], protocols: list[type[Protocol]], datasets: Optional[list[str]]) -> list[str]:
     """``--compare``: per protocol, dataset and measure both rows have results for, each row's
     value with its interval, the difference (first minus second) with its interval, the p-value
-    and its test, and the smallest difference these items could detect at 80 % power.
-    ``grid`` is a ``harness.tables.Grid``; returns the lines (none: nothing in common)."""
+    and its test, and the smallest difference these items could detect at 80 % power; one line
+    per protocol and dataset where that cannot be computed. ``grid`` is a ``harness.tables.Grid``;
+    returns the lines (none: nothing in common)."""
     a, b = rows
     lines = []
     for protocol in protocols:
         common = [d for d in grid.columns(protocol.name, [a]) if d in grid.columns(protocol.name, [b])]
         for dataset in (d for d in common if datasets is None or d in datasets):
-            ra, rb = grid.records(a, protocol.name, dataset), grid.records(b, protocol.name, dataset)
-            lines.append(f"{protocol.name} / {dataset} ({len(ra)} and {len(rb)} seeds):")
-            keys = list(protocol.measures(ra[0]["metrics"])) or ["main metric"]
-            for key in keys:
-                measure = protocol.measures(ra[0]["metrics"]).get(key)
-                result = grid.stats.compare(protocol, ra, rb, key) if measure else "the protocol declares no per-item outcomes"
-                lines.append(f"  {key}: " + describe(grid, protocol, (a, b), (ra, rb), key, measure, result))
+            records = grid.records(a, protocol.name, dataset), grid.records(b, protocol.name, dataset)
+            heading = f"{protocol.name} / {dataset} ({len(records[0])} and {len(records[1])} seeds)"
+            measures = protocol.measures(records[0][0]["metrics"])
+            missing = NO_OUTCOMES if any(grid.stats.outcomes(r) is None for rs in records for r in rs) else (
+                "" if measures else f"the protocol {protocol.name} keeps no per-item outcomes")
+            if missing:
+                values = " vs ".join(f"{grid.label(row)} {100 * sum(map(protocol.main_metric, (r['metrics'] for r in rs))) / len(rs):.2f}"
+                                     for row, rs in zip(rows, records))
+                lines.append(f"{heading}: {values} ({protocol.metric.split(' / ')[0]}); cannot be compared: {missing}")
+                continue
+            lines.append(f"{heading}:")
+            for key, measure in measures.items():
+                lines.append(f"  {key}: " + describe(grid, protocol, rows, records, key, measure.scale))
     return lines
 
 
-def describe(grid: Any, protocol: type[Protocol], rows: tuple, records: tuple, key: str, measure: Any,
-             result: Union[stats.Comparison, str]) -> str:
-    """One measure's comparison line (values without intervals where they cannot be computed)."""
-    scale = measure.scale if measure else 100.0
-    values = []
-    for row, rs in zip(rows, records):
-        e = grid.stats.estimate(protocol, rs, key) if measure else None
-        mean = e.mean if e else sum(protocol.main_metric(r["metrics"]) for r in rs) / len(rs)
-        values.append(f"{grid.label(row)} {scale * mean:.2f}" + (f" {interval_text(e, scale)}" if e else ""))
+def describe(grid: Any, protocol: type[Protocol], rows: tuple, records: tuple, key: str, scale: float) -> str:
+    """One measure's comparison line."""
+    estimates = [grid.stats.estimate(protocol, rs, key) for rs in records]
+    values = " vs ".join(f"{grid.label(row)} {scale * e.mean:.2f} {interval_text(e, scale)}" for row, e in zip(rows, estimates))
+    result = grid.stats.compare(protocol, records[0], records[1], key)
     if isinstance(result, str):
-        return f"{values[0]} vs {values[1]}; cannot be compared: {result}"
+        return f"{values}; cannot be compared: {result}"
     d = result.difference
-    per_seed = f"; per seed, {result.per_seed_test}: {', '.join(f'{p:.3g}' for p in result.per_seed)}" if result.difference.seeds > 1 else ""
-    return (f"{values[0]} vs {values[1]}; difference {scale * d.mean:+.2f} {interval_text(d, scale)}, p = {result.p:.3g} "
+    per_seed = f"; per seed, {result.per_seed_test}: {', '.join(f'{p:.3g}' for p in result.per_seed)}" if d.seeds > 1 else ""
+    return (f"{values}; difference {scale * d.mean:+.2f} {interval_text(d, scale)}, p = {result.p:.3g} "
             f"({result.test}{per_seed}); detectable at 80 % power: {scale * result.detectable:.2f}")
