@@ -2,6 +2,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
 from harness import tables
@@ -68,6 +69,37 @@ def test_tables_only_removes_what_no_result_makes_any_more(store, tmp_path):
     assert not confusion.exists() and not old_name.exists() and not (copy / "tables" / "table9_gone.md").exists()
     assert kept.exists() and (copy / "figures" / "table2_verification_roc-toy.png").exists()
     assert "roc-toy" not in (copy / "tables" / "table2_verification.md").read_text()
+
+
+def metric_of(record: dict, key: str) -> float:
+    """The number a result's metrics hold for one of its protocol's measures."""
+    m = record["metrics"]
+    if key.startswith("accuracy k="):
+        return m["per_k"][key.split("=")[1]]["accuracy"]
+    if "/" in key:  # factors: part/score
+        part, score = key.split("/")
+        return m["parts"][part][score]
+    return m[key]
+
+
+def assert_measures_are_the_metrics(records: list[dict]) -> None:
+    """Every measure, on the stored outcomes of all items, is the number the result's metrics hold
+    (what a table shows beside its interval), after the outcomes' round trip through the file."""
+    from harness import compare
+
+    checked = 0
+    for r in records:
+        protocol, outcomes = PROTOCOLS.get(r["cell"]["protocol"]), compare.unpack(r)
+        n = len(next(iter(outcomes.values())))
+        for key, measure in protocol.measures(r["metrics"]).items():
+            # outcomes keep 7 significant digits: far below the 0.01 points of percent a table shows
+            assert measure.statistic(outcomes, np.ones((1, n)))[0] == pytest.approx(metric_of(r, key), rel=1e-6, abs=1e-6), key
+            checked += 1
+    assert checked
+
+
+def test_measures_on_the_stored_outcomes_are_the_metrics(store):
+    assert_measures_are_the_metrics(tables.load_results(store))
 
 
 def test_bars_are_means_over_seeds_with_their_intervals_and_floors_apart(store):
@@ -164,6 +196,7 @@ def test_depth_chart_draws_its_floors_and_the_parts_table_its_heatmap(tmp_path):
         "flat plane": [pytest.approx(100 * record["flat_side"])],
         "mean training depth": [pytest.approx(100 * record["mean_train_side"])],
     }
+    assert_measures_are_the_metrics(tables.load_results(store))
     parts = (store / "tables" / "table5_factors_parts.md").read_text()
     assert "![table5_factors_parts-synthetic](../figures/table5_factors_parts-synthetic.png)" in parts
     assert (store / "figures" / "table5_factors_parts-synthetic.png").read_bytes()[:4] == b"\x89PNG"
