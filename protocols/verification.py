@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -170,22 +170,27 @@ def weighted_auc(scores: np.ndarray, same: np.ndarray, w: np.ndarray) -> np.ndar
         return (genuine * (below + 0.5 * ties)).sum(1) / (genuine.sum(1) * (w * ~y).sum(1))
 
 
-def per_fold(statistic, o: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+def per_fold(statistic: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray], o: dict[str, np.ndarray],
+             w: np.ndarray) -> np.ndarray:
     """The mean over folds of ``statistic(outcomes of the fold, weights of the fold)``."""
     folds = [o["fold"] == k for k in np.unique(o["fold"])]
     return np.mean([statistic({name: v[f] for name, v in o.items()}, w[:, f]) for f in folds], axis=0)
 
 
-def same_of(o: dict[str, np.ndarray]) -> np.ndarray:
-    return o["same"] > 0
+def weighted_accuracy(o: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+    return weighted_mean((o["decision"] > 0) == (o["same"] > 0), w)
 
 
+def weighted_tar(far: float) -> Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]:
+    return lambda o, w: weighted_tar_at_far(o["score"], o["same"] > 0, far, w)
+
+
+#: Table 2's numbers as statistics of the per-pair outcomes (``Protocol.measures``).
 VERIFICATION_MEASURES = {
-    "accuracy": Measure(lambda o, w: per_fold(lambda f, fw: weighted_mean((f["decision"] > 0) == same_of(f), fw), o, w)),
-    **{f"tar_at_far_{far:g}": Measure(lambda o, w, far=far: per_fold(lambda f, fw: weighted_tar_at_far(f["score"], same_of(f), far, fw), o, w))
-       for far in FOLD_FARS},
-    f"tar_at_far_{POOLED_FAR:g}_pooled": Measure(lambda o, w: weighted_tar_at_far(o["score"], same_of(o), POOLED_FAR, w)),
-    "auc": Measure(lambda o, w: per_fold(lambda f, fw: weighted_auc(f["score"], same_of(f), fw), o, w)),
+    "accuracy": Measure(lambda o, w: per_fold(weighted_accuracy, o, w)),
+    **{f"tar_at_far_{far:g}": Measure(lambda o, w, far=far: per_fold(weighted_tar(far), o, w)) for far in FOLD_FARS},
+    f"tar_at_far_{POOLED_FAR:g}_pooled": Measure(weighted_tar(POOLED_FAR)),
+    "auc": Measure(lambda o, w: per_fold(lambda f, fw: weighted_auc(f["score"], f["same"] > 0, fw), o, w)),
 }
 
 
