@@ -23,15 +23,20 @@ import numpy as np
 
 from harness.io import atomic_path
 
-#: (mean, sd over seeds, number of seeds) of one bar; sd is 0 for a single seed.
-Stat = tuple[float, float, int]
+#: (mean over seeds, low and high end of its error bar) of one bar; nan ends: no error bar.
+Stat = tuple[float, float, float]
 
 
-def stat(values: Sequence[float]) -> Optional[Stat]:
-    """The ``Stat`` of some values (sd with ddof 1), None for none."""
+def stat(values: Sequence[float], interval: Optional[tuple[float, float]] = None) -> Optional[Stat]:
+    """The ``Stat`` of some values: the error bar is ``interval`` where given, else mean ± the sd
+    over seeds (ddof 1; none for one value); None for no values."""
     if not len(values):
         return None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+    mean = float(np.mean(values))
+    if interval is not None:  # the interval's estimate may differ from the mean in the last digits stored
+        return mean, min(interval[0], mean), max(interval[1], mean)
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+    return mean, mean - sd, mean + sd
 
 
 def pyplot() -> Any:
@@ -149,7 +154,7 @@ class Bars:
 
 @drawn_once
 def bar_chart(bars: Bars, path: Path) -> Path:
-    """A grouped bar chart: bars = mean over seeds with sd error bars, floors as dashed lines,
+    """A grouped bar chart: bars = mean over seeds with error bars (``Stat``), floors as dashed lines,
     the paper's numbers as black diamonds; the legend sits right of the axes."""
     plt = pyplot()
     n_groups, n_series = len(bars.groups), max(len(bars.series), 1)
@@ -162,7 +167,7 @@ def bar_chart(bars: Bars, path: Path) -> Path:
         xs = x0 - width * n_series / 2 + width * (i + 0.5)
         have = [g for g, s in enumerate(stats) if s is not None]
         mean = [stats[g][0] for g in have]
-        err = [stats[g][1] if stats[g][2] > 1 else np.nan for g in have]  # no bar for a single seed
+        err = np.array([[stats[g][0] - stats[g][1] for g in have], [stats[g][2] - stats[g][0] for g in have]]).reshape(2, -1)
         ax.bar(xs[have], mean, width * 0.9, yerr=err, capsize=2, color=colors[i % len(colors)], label=label,
                error_kw={"elinewidth": 0.8, "ecolor": "0.2"})
         for g, m in zip(have, mean):  # the value (72.3, 1.06), so the chart reads without the table
