@@ -35,7 +35,7 @@ def test_backbones_checked_without_timm_are_timm_resnets():
 
 
 def bars(value: float) -> plots.Bars:
-    return plots.Bars("title", "accuracy", ["synthetic"], {"a": [(value, 1.0, 3)], "b": [(50.0, 0.0, 1)]})
+    return plots.Bars("title", "accuracy", ["synthetic"], {"a": [plots.stat([value - 1, value, value + 1])], "b": [plots.stat([50.0])]})
 
 
 def test_a_figure_is_drawn_again_only_when_its_numbers_change(tmp_path, monkeypatch):
