@@ -3,4 +3,5 @@ from methods import sanity  # noqa: F401
 import methods.unsup3d.method  # noqa: F401
 from methods import simclr, mae  # noqa: F401  (registration order = table order)
 import methods.latentface.method  # noqa: F401
+import methods.fabnet.method  # noqa: F401  (FAb-Net and TCAE)
 from methods import timm_encoder  # noqa: F401  (weights from a file: only run by name)
