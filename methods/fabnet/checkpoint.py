@@ -33,6 +33,8 @@ from harness.checkpoints import load_weights, strict_state, weights_record
 from harness.errors import BenchError
 
 PREFIX = "module."
+#: BatchNorm's step counter, which PyTorch 0.4 files lack
+COUNTER = "num_batches_tracked"
 #: top-level entry -> layout, in the order they are looked for (the 4-view files hold both)
 ENTRIES = {"state_dict_model": "classifier", "state_dict": "training"}
 
@@ -91,11 +93,8 @@ def load_official(model: nn.Module, file: OfficialFile, hint: str) -> None:
     """
     target = model.encoder if file.encoder_only else model
     strip = "encoder." if file.encoder_only else ""
-    given = {k[len(strip) :]: v for k, v in file.state.items()}
-    expected = target.state_dict()
-    for key in expected:
-        if key.endswith("num_batches_tracked") and key not in given and key.replace("num_batches_tracked", "running_mean") in given:
-            given[key] = torch.zeros((), dtype=torch.long)  # PyTorch 0.4 did not save it
+    given = {k[len(strip) :]: v for k, v in file.state.items() if not k.endswith(COUNTER)}
+    expected = {k: v for k, v in target.state_dict().items() if not k.endswith(COUNTER)}
     source = {k: strip + k for k in expected} | {k: strip + k for k in given}
     wrong = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
     if wrong:
@@ -105,10 +104,12 @@ def load_official(model: nn.Module, file: OfficialFile, hint: str) -> None:
             f"{f' (+{len(wrong) - 1} more)' if len(wrong) > 1 else ''}; {hint}"
         )
     strict_state(expected, given, source, file.where)
-    target.load_state_dict(given, strict=True)
+    # the step counters: the file's where it has them, else 0 (PyTorch 0.4 did not save them)
+    counters = {k: file.state.get(strip + k, torch.zeros((), dtype=torch.long)) for k in target.state_dict() if k.endswith(COUNTER)}
+    target.load_state_dict(given | counters, strict=True)
 
 
 def official_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model``'s tensors as a PyTorch 0.4 file holds them (no ``num_batches_tracked``): the
     inverse of ``load_official``, for writing files in the official layouts."""
-    return {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    return {k: v for k, v in model.state_dict().items() if not k.endswith(COUNTER)}
