@@ -137,7 +137,7 @@ def test_trained_artifact_reloads_to_the_same_features_without_training(cls, tmp
     assert list(method.parts()) == list(cls.Net.PARTS) and parts.shape == (5, embedding * len(cls.Net.PARTS))
     assert torch.equal(parts[:, method.parts()[cls.Net.PARTS[0]]], features)  # fer reads the first part (TCAE: au)
 
-    ctx.load_clips = lambda: pytest.fail("a built artifact must not be retrained")
+    ctx.load_video = lambda: pytest.fail("a built artifact must not be retrained")
     reloaded = smoke(cls, ctx)
     reloaded.prepare()
     assert torch.equal(reloaded.encode(x, "fer", index), features)
@@ -185,7 +185,7 @@ def test_official_layouts_load_strictly_and_give_the_networks_features(cls, layo
     net = smoke(cls, ctx).build_net()
     state = random_official(net, seed=3)
     path = save_legacy(tmp_path / f"{cls.name}.pth", LAYOUTS[layout](state))
-    ctx.load_clips = lambda: pytest.fail("a loaded checkpoint must not train")
+    ctx.load_video = lambda: pytest.fail("a loaded checkpoint must not train")
     method = smoke(cls, ctx, checkpoint=str(path))
     assert method.artifacts() == []
     method.prepare()

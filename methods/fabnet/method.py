@@ -1,5 +1,5 @@
-"""The registered methods ``fabnet`` and ``tcae``: trained from scratch on frame pairs of clips,
-or loaded from the authors' files (``--set fabnet.checkpoint=PATH``).
+"""The registered methods ``fabnet`` and ``tcae``: trained from scratch on frame pairs of video
+clips (``MethodContext.load_video``), or loaded from the authors' files (``--set fabnet.checkpoint=PATH``).
 
 References: Koepke, Wiles, Zisserman, "Self-supervised learning of a facial attribute embedding
 from video" (FAb-Net), BMVC 2018; Li, Zeng, Shan, Chen, "Self-supervised representation learning
@@ -194,7 +194,7 @@ class FlowMethod(Method):
         if self.cfg.checkpoint:
             return []
         config = {k: v for k, v in self.cfg.to_dict().items() if k != "checkpoint"}
-        key = {"config": config, "clips": self.ctx.clips_fingerprint, "seed": self.ctx.seed, **self.ctx.accel.key()}
+        key = {"config": config, "video": self.ctx.video_fingerprint, "seed": self.ctx.seed, **self.ctx.accel.key()}
         return [Artifact(kind=self.name, key=key, build=self._train, version=self.artifact_version)]
 
     def split(self, clips: ClipSet) -> tuple[FramePairs, FramePairs]:
@@ -216,7 +216,9 @@ class FlowMethod(Method):
 
     def _train(self, folder: Path) -> dict:
         cfg, ctx, device = self.cfg, self.ctx, self.ctx.device
-        clips = ctx.load_clips()
+        # video: smooth clips where the source has them (synthetic), else its clips; frames are
+        # paired at random within a clip whatever their spacing, as the official loaders do
+        clips = ctx.load_video()
         frames = clips.frames.images
         train, held = self.split(clips)
         # Seeds weight init; source frames and crops draw from the global generator, which the
