@@ -8,6 +8,7 @@ legacy (non-zip) format, with random values.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -171,7 +172,11 @@ def test_killed_training_resumes_bit_for_bit(tmp_path, monkeypatch):
 
 # --- the authors' files -----------------------------------------------------------------------------
 LAYOUTS = {
-    "training": lambda state: {"state_dict": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 10, "lr": 1e-4, "momentum": 0.9},
+    # the training scripts also pickle their argparse options (``opts``)
+    "training": lambda state: {
+        "state_dict": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 10, "lr": 1e-4, "momentum": 0.9,
+        "opts": argparse.Namespace(lr=1e-4, batch_size=128, minpercentile=0.4, maxpercentile=0.9),
+    },
     "classifier": lambda state: {"state_dict_model": state, "state_dict": {"batch_norm.weight": torch.ones(8), "linear.weight": torch.zeros(3, 8)}},
     "bare": lambda state: {f"module.{k}": v for k, v in state.items()},
 }
