@@ -30,14 +30,6 @@ from methods.fabnet.models import TCAE, FabNet
 METHODS_UNDER_TEST = [FabNetMethod, TCAEMethod]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def moving_clips(n_clips: int = 6, frames: int = 4, size: int = 16) -> ClipSet:
     """Clips of a smooth random pattern translated a little from frame to frame (uint8)."""
     g = torch.Generator().manual_seed(0)
