@@ -88,6 +88,10 @@ class FlowConfig(Config):
     def check(self) -> None:
         if self.input_size > MAX_INPUT:
             raise BenchError(f"input_size={self.input_size}: at most {MAX_INPUT} (the official encoders' eight stages)")
+        if int(self.window_top * self.batch_size) < 1:
+            raise BenchError(
+                f"window_top={self.window_top} keeps no sample of a batch of {self.batch_size}; raise window_top or batch_size"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
