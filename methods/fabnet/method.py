@@ -61,7 +61,7 @@ class FlowConfig(Config):
     input_size: int = 32
     width: int = 8
     embedding: int = 256
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 0.01
     momentum: float = 0.9
