@@ -43,6 +43,12 @@ PAPER_TABLE1: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
     ("latentface", "rdm-both"): {
         "rafdb": (75.26, 64.91), "affectnet": (44.42, 43.60), "affectnet-pose30": (41.95, 41.69), "affectnet-pose45": (40.43, 39.45),
     },
+    ("fabnet", "default"): {
+        "rafdb": (65.54, 50.40), "affectnet": (36.92, 34.83), "affectnet-pose30": (34.55, 33.33), "affectnet-pose45": (33.18, 31.54),
+    },
+    ("tcae", "default"): {
+        "rafdb": (69.52, 57.90), "affectnet": (38.77, 37.14), "affectnet-pose30": (36.56, 35.24), "affectnet-pose45": (35.60, 33.67),
+    },
 }
 
 
