@@ -171,7 +171,7 @@ def training_steps(training: PCLTraining, cfg: PCLConfig, batches_per_epoch: int
         pose = pose_contrastive(net.pose_fc(net(positives)[2]), net.pose_fc(net(negatives)[2]), cfg.temperature, cfg.neg_alpha)
         yield {"loss": w_pose * pose, "pose_nce": pose}
 
-        training.costs[epoch] += torch.tensor([float(face), float(pose)], dtype=torch.float64)
+        training.costs[epoch] += torch.tensor([float(face.detach()), float(pose.detach())], dtype=torch.float64)
         training.steps += 1
 
     return step
