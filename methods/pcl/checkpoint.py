@@ -8,7 +8,8 @@
   probe, ignored) and, where present, the heads ``exp_fc.*`` / ``pose_fc.*``. The encoder loads
   strictly (and the heads, when the file has them); the decoder keeps its initial weights,
   which features never use.
-- ``project``: this project's ``model.pt`` (a flat ``PCLModel`` state dict).
+- ``project``: this project's ``model.pt`` (a flat ``PCLModel`` state dict; its training
+  bookkeeping, ``TRAINING_STATE``, is not loaded).
 
 The one renaming (``PROJECT_NAMES``): the heads are lightly ``ProjectionHead``s, whose layers
 sit under ``layers``: ``exp_fc.0.weight`` is ``exp_fc.layers.0.weight``. Everything else has
@@ -23,7 +24,7 @@ import torch
 
 from harness.checkpoints import load_weights, strict_state, weights_record
 from harness.errors import BenchError
-from methods.pcl.networks import PCLModel
+from methods.pcl.networks import TRAINING_STATE, PCLModel
 
 HEADS = ("exp_fc", "pose_fc")
 #: authors' name -> project name, by pattern
@@ -48,7 +49,7 @@ def official_state(model: PCLModel, layout: str, epoch: int = 1) -> dict[str, An
     """``model``'s tensors in one of the authors' layouts (to run their code on them in checks,
     and for tests): ``pcl-train`` or ``pcl-linear-eval`` (with a 7-class probe, heads left out
     as the authors' encoder-only evaluation model saves them)."""
-    state = model.state_dict()
+    state = {k: v for k, v in model.state_dict().items() if k not in TRAINING_STATE}
     if layout == "pcl-train":
         return {"epoch": epoch, "state_dict": {f"module.{official_name(k)}": v for k, v in state.items()}}
     encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
@@ -94,17 +95,19 @@ def load_pcl_weights(model: PCLModel, path: str | Path, setting: str) -> str:
     """Copy the file's tensors into ``model`` strictly (see the module docstring); returns the layout."""
     layout, state = read(path, setting)
     where = f"{setting}={path} ({layout})"
-    expected = model.state_dict()
+    # the training bookkeeping is not part of the model (and sized by the epochs it trained)
+    expected = {k: v for k, v in model.state_dict().items() if k not in TRAINING_STATE}
     if layout == "project":
+        state = {k: v for k, v in state.items() if k not in TRAINING_STATE}
         strict_state(expected, state, {}, where)
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=False)
         return layout
     if layout == "pcl-train":
         given = {project_name(k.removeprefix("module.")): v for k, v in state.items()}
         source = {project_name(k.removeprefix("module.")): k for k in state}
         source.update({k: f"module.{official_name(k)}" for k in expected if k not in source})
         strict_state(expected, given, source, where)
-        model.load_state_dict(given)
+        model.load_state_dict(given, strict=False)
         return layout
     # linear evaluation: the encoder, and the heads where the file has them
     kept = {k: v for k, v in state.items() if not k.startswith(PROBE)}

@@ -12,32 +12,26 @@ Input: images in [0, 1] (the authors' ``ToTensor``, no mean/std) at ``input_size
 from __future__ import annotations
 
 import dataclasses
-import functools
-from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, between, existing_file, positive, power_of_two
+from harness.config import at_least, between, existing_file, positive, power_of_two
 from harness.errors import BenchError
-from harness.io import torch_load, torch_save
-from harness.method import Method, MethodContext, model_seed, part_slices, to_input
+from harness.method import MethodContext, model_seed, part_slices, to_input
 from harness.registry import register_method
-from harness.train import fit
 from methods.pcl import checkpoint
 from methods.pcl.networks import PCLModel
 from methods.pcl.objective import ContrastiveViews, face_contrastive, orthogonality, pose_contrastive
+from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, warmup_cosine
 
-#: bump when a code change alters the trained network for the same config
-ARTIFACT_VERSION = 1
 PARTS = ("trunk", "face", "pose")
 
 
 @dataclasses.dataclass(frozen=True)
-class PCLConfig(Config):
+class PCLConfig(SelfSupervisedConfig):
     """PCL settings; defaults are the ``quick`` preset (32 px, quarter width, seconds on 2 CPU cores).
 
     Attributes:
@@ -47,7 +41,8 @@ class PCLConfig(Config):
         proj_dim: output size of the projection heads (authors: 512).
         epochs, batch_size, train_images: schedule over the pretraining images (``train_images``:
             the first this many, 0 = all).
-        lr, weight_decay: Adam; the rate follows a per-epoch cosine to zero.
+        lr, weight_decay: Adam with L2 weight decay (the authors' ``torch.optim.Adam``, not
+            AdamW); the rate follows a per-epoch cosine to zero (``warmup_epochs`` 0).
         temperature: InfoNCE temperature of both contrastive steps.
         neg_alpha: Beta(alpha, alpha) weights that mix the negatives pairwise.
         noise: sd of the Gaussian noise on the reconstruction step's inputs (images in [0, 1]).
@@ -104,14 +99,13 @@ class PCLConfig(Config):
     }
     RULES = {
         # the decoder doubles a 1x1 map up to the input side; the encoder halves it 4 times
-        "input_size": power_of_two(16), "width": positive, "proj_dim": at_least(1), "epochs": at_least(1),
-        "batch_size": at_least(2), "train_images": at_least(0), "lr": positive, "weight_decay": at_least(0),
-        "temperature": positive, "neg_alpha": positive, "noise": at_least(0), "crop_ratio": between(0, 0.5, low_open=True),
+        "input_size": power_of_two(16), "width": positive, "proj_dim": at_least(1), "temperature": positive, "neg_alpha": positive, "noise": at_least(0), "crop_ratio": between(0, 0.5, low_open=True),
         "pose_batch": at_least(2), "pose_negatives": at_least(1), "dwa_temperature": at_least(0),
         "checkpoint": existing_file("give the path of the authors' checkpoint (or leave it empty to train)"),
     }
 
     def check(self) -> None:
+        super().check()
         if self.pose_batch > self.batch_size:
             raise BenchError(f"pcl.pose_batch={self.pose_batch} exceeds pcl.batch_size={self.batch_size}; the pose step takes the first faces of each batch")
 
@@ -127,26 +121,14 @@ def dwa_weights(costs: torch.Tensor, epoch: int, temperature: float) -> tuple[fl
     return float(w[0]), float(w[1])
 
 
-class PCLTraining(nn.Module):
-    """The trained model plus the loop's bookkeeping that must resume with it: the step count
-    and each epoch's summed face and pose losses (for the weight averaging)."""
-
-    def __init__(self, net: PCLModel, epochs: int) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("costs", torch.zeros(epochs, 2, dtype=torch.float64))
-
-
-def training_steps(training: PCLTraining, cfg: PCLConfig, batches_per_epoch: int, device: torch.device):
+def training_steps(net: PCLModel, cfg: PCLConfig, batches_per_epoch: int, device: torch.device) -> Callable:
     """The ``fit`` step: yields the three losses of one PCL iteration, one optimiser step each."""
-    net = training.net
     views = ContrastiveViews(cfg.input_size, cfg.crop_ratio)
 
     def step(batch: torch.Tensor) -> Iterator[dict[str, torch.Tensor]]:
         x = (to_input(batch, cfg.input_size, device) + 1) / 2  # the authors' ToTensor range
-        epoch = int(training.steps) // batches_per_epoch
-        w_face, w_pose = dwa_weights(training.costs, epoch, cfg.dwa_temperature)
+        epoch = int(net.steps) // batches_per_epoch
+        w_face, w_pose = dwa_weights(net.costs, epoch, cfg.dwa_temperature)
 
         # 1. reconstruction across the image and its mirror, and face/pose orthogonality
         mirror = x.flip(-1)
@@ -172,86 +154,53 @@ def training_steps(training: PCLTraining, cfg: PCLConfig, batches_per_epoch: int
         pose = pose_contrastive(net.pose_fc(net(positives)[2]), net.pose_fc(net(negatives)[2]), cfg.temperature, cfg.neg_alpha)
         yield {"loss": w_pose * pose, "pose_nce": pose}
 
-        training.costs[epoch] += torch.tensor([float(face.detach()), float(pose.detach())], dtype=torch.float64)
-        training.steps += 1
+        net.costs[epoch] += torch.tensor([float(face.detach()), float(pose.detach())], dtype=torch.float64)
+        net.steps += 1
 
     return step
 
 
 @register_method("pcl")
-class PCL(Method):
+class PCL(SelfSupervisedBaseline):
     """PCL: features from the FaceCycle-style encoder's trunk; parts trunk, face and pose."""
 
     Config = PCLConfig
-    batches = {"batch_size": ("pretrain", "train_images")}
     cfg: PCLConfig
+    net: PCLModel
 
     def __init__(self, cfg: PCLConfig, variant: str, ctx: MethodContext) -> None:
         super().__init__(cfg, variant, ctx)
-        self.net: Optional[PCLModel] = None
         if cfg.checkpoint:  # a file that cannot serve fails now, as one line
             self._record = checkpoint.record(cfg.checkpoint, "pcl.checkpoint")
 
     def build_net(self) -> PCLModel:
-        return PCLModel(self.cfg.input_size, self.cfg.width, self.cfg.proj_dim)
-
-    @functools.cached_property
-    def feature_dim(self) -> int:
-        """Width of the trunk and of each branch (2048 at 64 px, width 1)."""
-        with torch.device("meta"):  # shapes only
-            return self.build_net().feature_dim
+        return PCLModel(self.cfg.input_size, self.cfg.width, self.cfg.proj_dim, self.cfg.epochs)
 
     # --- training -------------------------------------------------------------------------
     def artifacts(self) -> list[Artifact]:
-        if self.cfg.checkpoint:
-            return []
-        key = {"config": self.cfg.to_dict(), "pretrain": self.ctx.pretrain_fingerprint, "seed": self.ctx.seed, **self.ctx.accel.key()}
-        return [Artifact(kind=self.name, key=key, build=self._train, version=ARTIFACT_VERSION)]
+        return [] if self.cfg.checkpoint else super().artifacts()
 
-    def _train(self, folder: Path) -> dict:
+    def training_setup(self) -> tuple[PCLModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, Callable]:
         cfg, device = self.cfg, self.ctx.device
-        images = self.ctx.load_pretrain().images
-        if cfg.train_images:
-            images = images[: cfg.train_images]
         torch.manual_seed(model_seed(self.ctx, self.name))  # weights, then the steps' random draws
-        training = PCLTraining(self.build_net(), cfg.epochs).to(device)
-        net = training.net
+        net = self.build_net().to(device)
         # one Adam over every parameter, as the authors'; each step updates what its loss reaches
-        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        step = training_steps(training, cfg, max(1, len(images) // cfg.batch_size), device)
-        with self.ctx.accel.networks(net.encoder, net.exp_fc, net.pose_fc, net.decoder):
-            result = fit(
-                model=training,
-                optimizer=optimizer,
-                step=step,
-                data=images,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                seed=model_seed(self.ctx, self.name, "order"),
-                workdir=folder,
-                device=device,
-                scheduler=scheduler,
-                desc=self.name,
-                setting_hint=f" (e.g. --set pcl.lr={cfg.lr / 10:g})",
-                batch_setting="pcl.batch_size",
-                accel=self.ctx.accel,
-            )
-        torch_save(folder / "model.pt", net.state_dict())
-        return {**result.summary(), "train_images": len(images), "feature_dim": net.feature_dim}
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+        images = len(self.ctx.load_pretrain().images)
+        images = min(images, cfg.train_images) if cfg.train_images else images
+        step = training_steps(net, cfg, max(1, images // cfg.batch_size), device)
+        return net, optimizer, warmup_cosine(optimizer, cfg.epochs, cfg.warmup_epochs), step
 
     # --- features -------------------------------------------------------------------------
     def weights_file(self) -> Optional[dict]:
         return self._record if self.cfg.checkpoint else None
 
     def load(self) -> None:
+        if not self.cfg.checkpoint:
+            return super().load()
         net = self.build_net()
-        if self.cfg.checkpoint:
-            checkpoint.load_pcl_weights(net, self.cfg.checkpoint, "pcl.checkpoint")
-        else:
-            (artifact,) = self.artifacts()
-            net.load_state_dict(torch_load(artifact.path(self.ctx.cache_dir) / "model.pt"))
-        self.net = net.requires_grad_(False).to(self.ctx.device).eval()
+        checkpoint.load_pcl_weights(net, self.cfg.checkpoint, "pcl.checkpoint")
+        self.net = net.to(self.ctx.device).eval()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,9 @@ from torch import nn
 
 from methods.pcl.blocks import FaceCycleStem, channels, conv_pair, init_convolutions
 
+#: buffers of the training loop that no file of the authors holds
+TRAINING_STATE = ("steps", "costs")
+
 
 class PCLEncoder(FaceCycleStem):
     """FaceCycle's expression encoder with the last stage split: ``forward`` -> (trunk, face, pose)."""
@@ -69,19 +72,30 @@ class Generator(nn.Module):
 class PCLModel(nn.Module):
     """Encoder, the two projection heads and the decoder (the authors' ``ExpPoseModel``).
 
+    Besides the authors' tensors it holds the training loop's bookkeeping, which must resume
+    with the weights (``TRAINING_STATE``): the step count and each epoch's summed face and pose
+    losses (for the dynamic weight averaging).
+
     Args:
         size: input side in pixels (a power of two, at least 16).
         width: channel multiplier (1 = the authors' network).
         proj_dim: output size of the projection heads (512).
+        epochs: epochs of the training schedule (rows of ``costs``).
     """
 
-    def __init__(self, size: int = 64, width: float = 1.0, proj_dim: int = 512) -> None:
+    def __init__(self, size: int = 64, width: float = 1.0, proj_dim: int = 512, epochs: int = 1) -> None:
         super().__init__()
         self.encoder = PCLEncoder(width)
         self.feature_dim = self.encoder.out_channels * (size // 16) ** 2
         self.exp_fc = projection_head(self.feature_dim, proj_dim)
         self.pose_fc = projection_head(self.feature_dim, proj_dim)
         self.decoder = Generator(self.feature_dim, size, width)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("costs", torch.zeros(epochs, 2, dtype=torch.float64))
+
+    def networks(self) -> list[nn.Module]:
+        """What runs in bfloat16 / compiled when asked (``Accel.networks``)."""
+        return [self.encoder, self.exp_fc, self.pose_fc, self.decoder]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images in [0, 1] (the authors' ``ToTensor``, no mean/std) -> (trunk, face, pose)."""

@@ -89,10 +89,6 @@ def pose_contrastive(features: torch.Tensor, negatives: torch.Tensor, temperatur
     return mixed_logits(features, blocks.repeat(2, 1, 1), temperature, None)
 
 
-def flip_images(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-1)
-
-
 class ContrastiveViews:
     """The augmentations of the face and pose steps, on batches of images in [0, 1].
 
