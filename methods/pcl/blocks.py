@@ -2,8 +2,10 @@
 
 FaceCycle (Chang, Chen, Chiu, ICCV 2021) encodes faces with plain convolutions, LeakyReLU(0.1),
 no normalisation layers, and a self-attention block in the first two stages; PCL (Liu et al.,
-CVPR 2023) keeps that encoder and splits its last stage in two. Module names and Sequential
-positions follow the authors' code, so their state dicts load without renaming. ``width``
+CVPR 2023) keeps that encoder up to ``layer2_2`` and changes its end: PCL's ``layer3_1`` goes
+128 -> 256 -> 128 channels (FaceCycle's 128 -> 256 -> 256), and the last stage, split in two,
+is 128 -> 128 -> 128 per branch (FaceCycle's ``layer3_2``: 256 -> 256 -> 128). Module names and
+Sequential positions follow PCL's code, so its state dicts load without renaming. ``width``
 scales every channel count (1 = the authors' network).
 """
 from __future__ import annotations
@@ -70,10 +72,12 @@ def conv_pair(cin: int, cmid: int, cout: int, stride: int = 1, attention: bool =
 
 
 class FaceCycleStem(nn.Module):
-    """FaceCycle's expression encoder up to ``layer3_1`` (input side / 16, ``128 * width`` channels).
+    """PCL's version of FaceCycle's expression encoder up to ``layer3_1`` (input side / 16,
+    ``128 * width`` channels): the trunk whose flattened map is PCL's representation.
 
     ``conv1`` (7x7 stride 2), ``layer1`` (attention), ``layer2_1`` (stride 2, attention), two
-    residual blocks, ``layer2_2`` (stride 2), ``layer3_1`` (stride 2, 256 -> 128 channels).
+    residual blocks, ``layer2_2`` (stride 2), ``layer3_1`` (stride 2, then back to 128 channels:
+    PCL's, not FaceCycle's).
     """
 
     def __init__(self, width: float = 1.0) -> None:
