@@ -30,12 +30,18 @@ PAPER_TABLE1: dict[tuple[str, str], dict[str, tuple[float, ...]]] = {
     ("mae", "default"): {
         "rafdb": (62.61, 48.93), "affectnet": (37.40, 33.99), "affectnet-pose30": (35.78, 33.05), "affectnet-pose45": (35.05, 32.06),
     },
-    ("unsup3d", "default"): {
-        "rafdb": (69.42, 55.50), "affectnet": (41.07, 39.26), "affectnet-pose30": (38.89, 38.14), "affectnet-pose45": (36.70, 35.25),
+    ("temporal", "default"): {
+        "rafdb": (56.94, 42.92), "affectnet": (34.20, 32.53), "affectnet-pose30": (34.78, 33.47), "affectnet-pose45": (34.50, 32.25),
+    },
+    ("sslfer", "default"): {
+        "rafdb": (55.37, 40.37), "affectnet": (35.90, 34.49), "affectnet-pose30": (34.72, 33.69), "affectnet-pose45": (34.06, 32.15),
     },
     # PCL* (74.47): PCL's own paper, whose linear probe trains 300 epochs; LatentFace's 20-epoch probe gives 67.07
     ("pcl", "default"): {
         "rafdb": (67.07, 55.71, 74.47), "affectnet": (36.15, 34.74), "affectnet-pose30": (35.94, 34.94), "affectnet-pose45": (34.72, 33.58),
+    },
+    ("unsup3d", "default"): {
+        "rafdb": (69.42, 55.50), "affectnet": (41.07, 39.26), "affectnet-pose30": (38.89, 38.14), "affectnet-pose45": (36.70, 35.25),
     },
     ("latentface", "rdm-both"): {
         "rafdb": (75.26, 64.91), "affectnet": (44.42, 43.60), "affectnet-pose30": (41.95, 41.69), "affectnet-pose45": (40.43, 39.45),
