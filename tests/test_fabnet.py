@@ -105,8 +105,8 @@ def test_window_mean_is_the_official_slice_and_the_curriculum_moves_then_lowers_
     assert windows[15] == (0.4, 0.9) == windows[-1]
     assert optimizer.param_groups[0]["lr"] < 1.0  # stalls after that step ReduceLROnPlateau
 
-    with pytest.raises(BenchError, match="window_top=0.1 keeps no sample of a batch of 8"):
-        FabNetMethod.Config.resolve("smoke", {"window_top": "0.1"})
+    with pytest.raises(BenchError, match="fabnet.window_top=0.1: keeps no sample of a batch of 8"):
+        FabNetMethod.Config.resolve("smoke", {"window_top": "0.1"}, "fabnet")
 
     copy = Curriculum(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), validate=lambda: 1.0)
     copy.load_state_dict(curriculum.state_dict())

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, between, existing_file, positive, power_of_two
+from harness.config import Config, at_least, between, dotted, existing_file, positive, power_of_two
 from harness.datasets.base import ClipSet
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
@@ -85,12 +85,13 @@ class FlowConfig(Config):
         "checkpoint": existing_file("give the path of the authors' .pth file (or leave it empty to train)"),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
+        p = dotted(section)
         if self.input_size > MAX_INPUT:
-            raise BenchError(f"input_size={self.input_size}: at most {MAX_INPUT} (the official encoders' eight stages)")
+            raise BenchError(f"{p}input_size={self.input_size}: at most {MAX_INPUT} (the official encoders' eight stages); set {p}input_size lower")
         if int(self.window_top * self.batch_size) < 1:
             raise BenchError(
-                f"window_top={self.window_top} keeps no sample of a batch of {self.batch_size}; raise window_top or batch_size"
+                f"{p}window_top={self.window_top}: keeps no sample of a batch of {self.batch_size}; raise {p}window_top or {p}batch_size"
             )
 
 
