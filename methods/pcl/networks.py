@@ -13,10 +13,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from lightly.models.modules.heads import ProjectionHead
 from torch import nn
 
+from harness.lazy import lazy
 from methods.pcl.blocks import FaceCycleStem, channels, conv_pair, init_convolutions
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+heads = lazy("lightly.models.modules.heads")
 
 #: buffers of the training loop that no file of the authors holds
 TRAINING_STATE = ("steps", "costs")
@@ -37,13 +40,13 @@ class PCLEncoder(FaceCycleStem):
         return trunk.flatten(1), self.layer3_2_exp(trunk).flatten(1), self.layer3_2_pose(trunk).flatten(1)
 
 
-def projection_head(dim: int, out_dim: int) -> ProjectionHead:
+def projection_head(dim: int, out_dim: int) -> nn.Module:
     """``exp_fc`` / ``pose_fc``: Linear(dim, dim) - ReLU - Linear(dim, out_dim) - BatchNorm1d.
 
     lightly drops a Linear's bias before BatchNorm by default; the authors keep it, so it is
     asked for (the fifth block entry), and the released tensors load one to one.
     """
-    return ProjectionHead([(dim, dim, None, nn.ReLU(), True), (dim, out_dim, nn.BatchNorm1d(out_dim), None, True)])
+    return heads.ProjectionHead([(dim, dim, None, nn.ReLU(), True), (dim, out_dim, nn.BatchNorm1d(out_dim), None, True)])
 
 
 class Generator(nn.Module):

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
-from torchvision.transforms.v2 import functional as TF
 
+from harness.lazy import lazy
 from methods.simclr import SimCLRAugment, SimCLRConfig
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+ops = lazy("torchvision.ops")
+TF = lazy("torchvision.transforms.v2.functional")
 
 #: the authors' grey conversion inside their Sobel filter (``data_process/Sobel.py``)
 SOBEL_GREY = (65.738 / 256, 129.057 / 256, 25.064 / 256)
@@ -143,7 +146,7 @@ class ContrastiveViews:
             cy = torch.floor(torch.rand(b) * (h // 2 - 2 * bh + 1)) + bh + low * (h // 2)
             boxes.append(torch.stack([torch.arange(b).float(), cx - bw, cy - bh, cx + bw, cy + bh], 1))
         rois = torch.cat(boxes).to(images)
-        crops = roi_align(images, rois, output_size=(self.size, self.size), aligned=True)
+        crops = ops.roi_align(images, rois, output_size=(self.size, self.size), aligned=True)
         return crops[:b], crops[b:]
 
 
