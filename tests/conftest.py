@@ -30,6 +30,16 @@ def real_data_root() -> Path:
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after it (a test elsewhere may have changed the
+    count): tiny tensors gain nothing from a second core that is busy on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def load_script(name: str, folder: str = "scripts") -> types.ModuleType:
     """A script as a module: a tool of ``scripts/`` or a study beside its write-up in ``docs/``
     (they are run as files, not installed as a package)."""
