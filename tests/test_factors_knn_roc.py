@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.datasets.base import ImageSet, PairList
-from protocols.factors import FactorsConfig, Factors, dci, importance_matrix
+from protocols.factors import FactorsConfig, Factors, dci, importance_matrix, verification_accuracy
 from protocols.knn import KNN, KNNConfig, knn_predict
 from protocols.verification import roc_auc, roc_metrics, roc_points, tar_at_far
 
@@ -216,6 +216,15 @@ def test_factors_finds_which_part_carries_which_factor(factors_world):
 def test_factors_withholds_marks_below_chance_or_without_separation(factors_world, parts, marked):
     m = evaluate_parts(factors_world, parts)
     assert {f for f, c in m["checks"].items() if c["check"]} == marked
+
+
+def test_identity_threshold_of_each_fold_comes_from_the_other_folds():
+    """Fold 0 scores same 0.9 / different 0.5, fold 1 same 0.3 / different 0.1: a threshold from
+    the other fold gets each fold half right (0.5); one chosen on both folds would score 0.75."""
+    angles = np.arccos([0.9, 0.5, 0.3, 0.1])
+    f = torch.tensor([[1.0, 0.0]] + [[np.cos(a), np.sin(a)] for a in angles])
+    pairs = PairList(torch.zeros(4, dtype=torch.long), torch.arange(1, 5), torch.tensor([True, False, True, False]), torch.tensor([0, 0, 1, 1]))
+    assert verification_accuracy(f, pairs) == pytest.approx(0.5)
 
 
 def test_grouped_ridge_picks_its_strength_by_people():
