@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -99,6 +100,12 @@ def each(rule: Rule) -> Rule:
     return check
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A config class's field types, evaluated once (a large plan resolves thousands of configs)."""
+    return typing.get_type_hints(cls)
+
+
 def dotted(section: str) -> str:
     """The prefix that names a key of ``section`` in messages (``mae.``; empty without a section)."""
     return f"{section}." if section else ""
@@ -128,7 +135,7 @@ class Config:
         if preset not in PRESETS:
             raise BenchError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         values = dict(cls.PRESETS.get(preset, {}))
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         names = cls.field_names()
         for key, raw in (overrides or {}).items():
             if key not in names:

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def fit(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    step: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    step: Callable[[torch.Tensor], Union[Mapping[str, torch.Tensor], Iterable[Mapping[str, torch.Tensor]]]],
     data: torch.Tensor,
     epochs: int,
     batch_size: int,
@@ -75,7 +75,9 @@ def fit(
     Args:
         model: holds every trainable parameter (and is what gets checkpointed).
         optimizer: optimiser over ``model``'s parameters.
-        step: maps a uint8 batch (B,3,S,S) on ``device`` to a dict of scalar losses with ``"loss"``.
+        step: maps a uint8 batch (B,3,S,S) on ``device`` to a dict of scalar losses with ``"loss"``,
+            or yields several such dicts, one optimiser step each (methods that alternate
+            objectives within an iteration, e.g. PCL); the logged ``loss`` is their sum.
         data: uint8 images (N,3,S,S) or any tensor indexed along dim 0 (stays on the CPU).
         epochs, batch_size, seed: the schedule; the last partial batch is dropped.
         workdir: ``last.pt`` here is the resume point (written every epoch, atomically); the
@@ -147,24 +149,29 @@ def fit(
         for b in range(first, n_batches):
             tic = time.perf_counter()
             batch = feed.batch(order[b * batch_size : (b + 1) * batch_size])
-            losses = step(batch)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1} step {b + 1}; "
-                    f"lower the learning rate or enable gradient clipping{setting_hint}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            stages = step(batch)
+            if isinstance(stages, Mapping):
+                stages = (stages,)
+            values: dict[str, float] = {}
+            for losses in stages:  # one optimiser step each; a generator's next stage sees the update
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"{desc}: loss became {loss.item()} at epoch {epoch + 1} step {b + 1}; "
+                        f"lower the learning rate or enable gradient clipping{setting_hint}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                total = values.get("loss", 0.0) + float(loss.detach())
+                values.update({k: float(v.detach()) for k, v in losses.items()}, loss=total)
             elapsed = time.perf_counter() - tic
             if seen:  # every step but the first of this process
                 warm_busy, warm_seen = warm_busy + elapsed, warm_seen + batch.shape[0]
             busy += elapsed
             seen += batch.shape[0]
-            values = {k: float(v.detach()) for k, v in losses.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             log.step(epoch * n_batches + b + 1, epoch + 1, optimizer.param_groups[0]["lr"], values)

@@ -3,5 +3,7 @@ from methods import sanity  # noqa: F401
 import methods.unsup3d.method  # noqa: F401
 from methods import simclr, mae  # noqa: F401  (registration order = table order)
 from methods import temporal, sslfer  # noqa: F401
+import methods.pcl.method  # noqa: F401
 import methods.latentface.method  # noqa: F401
+import methods.fabnet.method  # noqa: F401  (FAb-Net and TCAE)
 from methods import timm_encoder  # noqa: F401  (weights from a file: only run by name)

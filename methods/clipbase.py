@@ -25,18 +25,21 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
-import timm
 import torch
 from torch import nn
-from torchvision.ops import roi_align
 
 from harness.artifacts import Artifact
 from harness.checkpoints import file_sha256, load_weights, strict_state, weights_record
 from harness.datasets.base import ClipSet
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
+from harness.lazy import lazy
 from harness.method import Method, MethodContext, model_seed, to_input
 from harness.train import fit
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+timm = lazy("timm")
+ops = lazy("torchvision.ops")
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def jitter_crop(x: torch.Tensor, size: int, crop: float, slack: float) -> torch.
     corner = (1 - crop - slack) / 2 + torch.rand(n, 2, device=x.device) * slack
     boxes = torch.cat([corner, corner + crop], dim=1) * side
     rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
-    return roi_align(x, rois, output_size=(size, size), aligned=True)
+    return ops.roi_align(x, rois, output_size=(size, size), aligned=True)
 
 
 def resnet(name: str, width: int) -> nn.Module:

@@ -16,15 +16,18 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from lightly.models import utils
-from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from harness.config import at_least, choice, dotted, fraction
 from harness.errors import BenchError
+from harness.lazy import lazy
 from harness.registry import register_method
 from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, SelfSupervisedNet
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+utils = lazy("lightly.models.utils")
+lightly_modules = lazy("lightly.models.modules")
+vision_transformer = lazy("timm.models.vision_transformer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +118,7 @@ class MAENet(SelfSupervisedNet):
     def __init__(self, cfg: MAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        vit = VisionTransformer(
+        vit = vision_transformer.VisionTransformer(
             img_size=cfg.input_size,
             patch_size=cfg.patch_size,
             embed_dim=cfg.embed_dim,
@@ -124,10 +127,10 @@ class MAENet(SelfSupervisedNet):
             num_classes=0,
         )
         # lightly applies MAE's initialisation and fixed 2-D sine-cosine position embeddings.
-        self.encoder = MaskedVisionTransformerTIMM(vit=vit)
+        self.encoder = lightly_modules.MaskedVisionTransformerTIMM(vit=vit)
         self.feature_dim = cfg.embed_dim
         self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_dim)
-        self.decoder = MaskedVisionTransformerDecoderTIMM(
+        self.decoder = lightly_modules.MaskedVisionTransformerDecoderTIMM(
             num_patches=vit.patch_embed.num_patches,
             embed_dim=cfg.decoder_dim,
             depth=cfg.decoder_depth,

@@ -31,16 +31,19 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
-from torchvision.ops import roi_align
 
 from harness.config import Config, at_least, choice, dotted, each, existing_file, positive, probability
 from harness.errors import BenchError
+from harness.lazy import lazy
 from harness.registry import register_method
 from methods.clipbase import ClipBaseline, ImageNetResNet18, imagenet_input, jitter_crop, resnet, resolve_resnet18
 from methods.simclr import SimCLRAugment, SimCLRConfig
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+lightly_loss = lazy("lightly.loss")
+lightly_modules = lazy("lightly.models.modules")
+ops = lazy("torchvision.ops")
 
 #: Face regions on aligned faces, (x0, y0, x1, y1) as fractions of the image (fitted to the
 #: synthetic faces and to aligned real crops): what the official code finds with dlib landmarks.
@@ -151,7 +154,7 @@ class SSLFERNet(nn.Module):
         super().__init__()
         self.backbone = resnet(cfg.backbone, cfg.width)
         dim = self.backbone.num_features
-        self.head = SimCLRProjectionHead(dim, dim, cfg.proj_dim, num_layers=2, batch_norm=False)
+        self.head = lightly_modules.SimCLRProjectionHead(dim, dim, cfg.proj_dim, num_layers=2, batch_norm=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -230,7 +233,7 @@ def crops(x: torch.Tensor, box: tuple[float, float, float, float], size: int) ->
     rois = torch.tensor([[0.0, box[0] * side, box[1] * side, box[2] * side, box[3] * side]], device=x.device, dtype=x.dtype)
     rois = rois.repeat(x.shape[0], 1)
     rois[:, 0] = torch.arange(x.shape[0], device=x.device, dtype=x.dtype)
-    return roi_align(x, rois, output_size=(size, size), aligned=True)
+    return ops.roi_align(x, rois, output_size=(size, size), aligned=True)
 
 
 class SSLFERAugment(SimCLRAugment):
@@ -293,7 +296,7 @@ class SSLFER(ClipBaseline):
             optimizer, lambda e: 1.0 if e <= warm else (1 + math.cos(math.pi * (e - 1) / n_batches)) / 2
         )
         describe = self.descriptor_net()
-        nce = NTXentLoss(temperature=cfg.temperature)
+        nce = lightly_loss.NTXentLoss(temperature=cfg.temperature)
         anchor_view, positive_view = view_augment(cfg.input_size, 1.0), view_augment(cfg.input_size, 0.8)
         offsets = torch.tensor(cfg.positive_offsets)
         weights = torch.tensor(cfg.positive_weights, dtype=torch.float)

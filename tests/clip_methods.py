@@ -18,15 +18,6 @@ from harness.method import MethodContext, to_input
 from methods.clipbase import ClipBaseline
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids waiting on a busy second core (the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_clips(n_clips: int = 8, length: int = 16, size: int = 32, seed: int = 0) -> ClipSet:
     """Clips of smooth random colour images that drift from frame to frame (something to rank)."""
     g = torch.Generator().manual_seed(seed)

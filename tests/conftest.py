@@ -30,9 +30,20 @@ def real_data_root() -> Path:
     return root
 
 
-def load_script(name: str) -> types.ModuleType:
-    """A module of ``scripts/`` (they are run as files, not installed as a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after it (a test elsewhere may have changed the
+    count): tiny tensors gain nothing from a second core that is busy on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_script(name: str, folder: str = "scripts") -> types.ModuleType:
+    """A script as a module: a tool of ``scripts/`` or a study beside its write-up in ``docs/``
+    (they are run as files, not installed as a package)."""
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built

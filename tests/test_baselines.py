@@ -34,13 +34,7 @@ from methods.simclr import (
 BASELINES = [SimCLR, MAE]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids waiting on a busy second core (the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_images(n: int, size: int = 32) -> torch.Tensor:

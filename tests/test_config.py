@@ -27,7 +27,7 @@ from protocols.fer import FERConfig
 from protocols.verification import VerificationConfig
 
 #: str fields that name a file, a folder, a model or a dataset: checked by the config's check() or where they are used
-FREE_TEXT = {"vgg_weights", "checkpoint", "weights", "image_dir", "pairs_file", "backbone", "train_identities_file", "pose_list", "data", "clips"}
+FREE_TEXT = {"vgg_weights", "checkpoint", "weights", "image_dir", "pairs_file", "backbone", "train_identities_file", "pose_list", "data", "clips", "folder", "file"}
 
 
 def test_presets_and_overrides():

@@ -121,7 +121,9 @@ def test_plan_builds_each_artifact_once_with_stage1_shared(tmp_path):
     assert [n.level for n in stage2] == [1, 1] and [len(n.cells) for n in stage2] == [2, 2]
     assert plan.needs[cells[-1]] == []  # pixels trains nothing
     groups = dispatch.job_groups(plan, dispatch.Manifest(plan), live={})
-    assert [(g.name, len(g.tasks)) for g in groups] == [("train level 0", 1), ("train level 1", 2), ("evaluate", 7)]
+    # evaluation: one job per trained model and dataset (two-stage a, b, stage1; pixels) for the 7 cells
+    assert [(g.name, len(g.tasks)) for g in groups] == [("train level 0", 1), ("train level 1", 2), ("evaluate", 4)]
+    assert sorted(len(keys) for keys in groups[-1].keys) == [1, 2, 2, 2]
 
     stage1.artifact.ensure(Path(settings.cache_dir))  # once built, stage 1 is no job any more
     plan = dispatch.make_plan(cells, settings)

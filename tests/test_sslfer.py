@@ -13,9 +13,10 @@ from methods.clipbase import imagenet_input, resnet
 from methods.sslfer import REGIONS, SSLFER, SSLFERConfig, crops, face_swap, inner_face, mask_parts, maskfn_loss, region_mask
 from methods.temporal import Temporal
 from tests.clip_methods import make_ctx, official_round_trip, refuses_other_file, resumes_after_kill, tiny_clips, trains_and_reloads
-from tests.clip_methods import one_thread  # noqa: F401  (an autouse fixture: one thread, the CPU is shared)
 
 OFFICIAL_SIZE = {"width": "64", "backbone": "resnet50"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; the CPU is shared
 
 
 def test_maskfn_loss_is_the_official_false_negative_loss():

@@ -12,9 +12,10 @@ from methods.clipbase import jitter_crop, resnet
 from methods.sslfer import SSLFER
 from methods.temporal import Temporal, TemporalConfig, ranking_loss
 from tests.clip_methods import make_ctx, official_round_trip, refuses_other_file, resumes_after_kill, tiny_clips, trains_and_reloads
-from tests.clip_methods import one_thread  # noqa: F401  (an autouse fixture: one thread, the CPU is shared)
 
 PAPER_WIDTH = {"width": "64"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; the CPU is shared
 
 
 def test_ranking_loss_is_the_official_tuplet_loss():

@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from harness.accel import Accel
@@ -49,11 +48,11 @@ from methods.unsup3d.method import (
     ENVIRONMENT,
     Unsup3DConfig,
     load_stage1,
-    perceptual_source,
     predicted_depth,
     stage1_artifact,
     stage1_checkpoint,
     stage1_config,
+    stage1_origin,
 )
 from methods.unsup3d.model import FIGURE_TILE, FOV_DEGREES, Unsup3D, canonical_depth
 
@@ -380,7 +379,8 @@ def save_identity_figure(
         tiles = torch.cat(rows)
         tiles = F.interpolate(tiles, scale_factor=max(1, FIGURE_TILE // tiles.shape[-1]), mode="nearest")  # as stage 1's figure
         with atomic_path(path) as tmp:
-            torchvision.utils.save_image(tiles.cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
+            from torchvision.utils import save_image  # imported late: registering the method stays quick
+            save_image(tiles.cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
 
 
 # --- the stage-2 artifact ------------------------------------------------------------------------
@@ -519,12 +519,11 @@ class LatentFace(Method):
         return predicted_depth(self.stage1, x)
 
     def info(self) -> dict:
-        info: dict[str, Any] = {"stage2": self.model or "none", "features": {view: self.feature_layout(view) for view in VIEWS}}
-        if self.cfg.checkpoint:
-            info["weights"] = self.weights_file()
-        else:
-            source = perceptual_source(self.cfg)
-            info.update(perceptual_loss=source.mode, perceptual_loss_detail=source.describe())
+        info: dict[str, Any] = {
+            "stage2": self.model or "none",
+            "features": {view: self.feature_layout(view) for view in VIEWS},
+            **stage1_origin(self.cfg, self),
+        }
         if self.model == "rdm":
             info.update(sampler=self.cfg.sampler, sample_steps=self.cfg.sample_steps, noise=self.cfg.noise)
             if not self.cfg.checkpoint:

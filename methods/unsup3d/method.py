@@ -145,6 +145,15 @@ def perceptual_source(cfg: Config) -> PerceptualSource:
     return resolve_perceptual(cfg.vgg_weights, cfg.perceptual_fallback)
 
 
+def stage1_origin(cfg: Config, method: Method) -> dict:
+    """Where a stage-1 model comes from, for ``Method.info``: its weight file, or the perceptual
+    loss it is trained with."""
+    if cfg.checkpoint:
+        return {"weights": method.weights_file()}
+    source = perceptual_source(cfg)
+    return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe()}
+
+
 def build_model(cfg: Config, seed: int, light: bool = True, pose: bool = True, perceptual: Optional[PerceptualSource] = None) -> Unsup3D:
     """A freshly initialised stage-1 model (weights drawn from ``seed``, global RNG untouched).
 
@@ -374,10 +383,7 @@ class Unsup3DMethod(Method):
         return predicted_depth(self.model, x)
 
     def info(self) -> dict:
-        if self.cfg.checkpoint:
-            return {"weights": self.weights_file(), "features": list(self.kinds)}
-        source = perceptual_source(self.cfg)
-        return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe(), "features": list(self.kinds)}
+        return {**stage1_origin(self.cfg, self), "features": list(self.kinds)}
 
 
 register_ablation(
