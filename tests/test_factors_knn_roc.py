@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.datasets.base import ImageSet, PairList
-from protocols.factors import FactorsConfig, Factors, dci, importance_matrix, verification_accuracy
+from protocols.factors import FactorsConfig, Factors, dci, importance_matrix, verification_correct
 from protocols.knn import KNN, KNNConfig, knn_predict
 from protocols.verification import roc_auc, roc_metrics, roc_points, tar_at_far
 
@@ -224,7 +224,8 @@ def test_identity_threshold_of_each_fold_comes_from_the_other_folds():
     angles = np.arccos([0.9, 0.5, 0.3, 0.1])
     f = torch.tensor([[1.0, 0.0]] + [[np.cos(a), np.sin(a)] for a in angles])
     pairs = PairList(torch.zeros(4, dtype=torch.long), torch.arange(1, 5), torch.tensor([True, False, True, False]), torch.tensor([0, 0, 1, 1]))
-    assert verification_accuracy(f, pairs) == pytest.approx(0.5)
+    # each fold: its same pair right, its different pair wrong (both right, or 3 of 4, with all folds' threshold)
+    assert verification_correct(f, pairs).tolist() == [True, False, False, True]
 
 
 def test_grouped_ridge_picks_its_strength_by_people():
