@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.datasets.base import ImageSet, PairList
-from protocols.factors import FactorsConfig, Factors, dci, importance_matrix
+from protocols.factors import FactorsConfig, Factors, dci, importance_matrix, verification_correct
 from protocols.knn import KNN, KNNConfig, knn_predict
 from protocols.verification import roc_auc, roc_metrics, roc_points, tar_at_far
 
@@ -132,10 +132,10 @@ def test_dci_weights_codes_and_columns_by_their_importance():
 
 
 # --- the factors protocol on a world whose parts are known -------------------------------------------------
-def test_factors_finds_which_part_carries_which_factor():
-    """Part ``who`` is the person's shape and texture, ``how`` the expression, ``where`` the pose and
-    light; ``junk`` is noise. Each factor's best part must be the right one, with a check mark,
-    and junk must carry nothing."""
+@pytest.fixture(scope="module")
+def factors_world():
+    """Part ``who`` (codes 0-8) is the person's shape and texture, ``how`` (8-11) the expression,
+    ``where`` (11-18) the pose and light, ``junk`` (18-23) noise: (world, train, test, pair codes, ids)."""
     rng = np.random.default_rng(0)
     people = 60
 
@@ -177,10 +177,20 @@ def test_factors_finds_which_part_carries_which_factor():
         def verification(self):
             return ver, pairs
 
-    method = types.SimpleNamespace(parts=lambda: {"who": slice(0, 8), "how": slice(8, 11), "where": slice(11, 18), "junk": slice(18, 23)})
+    return World(), x_train, x_test, x_ver, ids
+
+
+def evaluate_parts(world: tuple, parts: dict[str, slice]) -> dict:
+    data, x_train, x_test, x_ver, _ = world
     features = Fixed(train=x_train, test=x_test, pairs=x_ver)
-    features.method = method
-    m = Factors(FactorsConfig.resolve("quick")).evaluate(World(), features, seed=0)
+    features.method = types.SimpleNamespace(parts=lambda: parts)
+    return Factors(FactorsConfig.resolve("quick")).evaluate(data, features, seed=0)
+
+
+def test_factors_finds_which_part_carries_which_factor(factors_world):
+    """Each factor's best part must be the right one, with a check mark, and junk must carry nothing."""
+    ids = factors_world[4]
+    m = evaluate_parts(factors_world, {"who": slice(0, 8), "how": slice(8, 11), "where": slice(11, 18), "junk": slice(18, 23)})
     expected = {"identity": "who", "expression": "how", "light": "where", "pose": "where", "texture": "who", "shape": "who"}
     assert {f: c["part"] for f, c in m["checks"].items()} == expected
     assert all(c["check"] for c in m["checks"].values())
@@ -193,6 +203,29 @@ def test_factors_finds_which_part_carries_which_factor():
     assert m["chance"]["identity_nn"] == pytest.approx(((ids[:, None] == ids[None, :]).sum() - n) / (n * (n - 1)))
     assert m["disentanglement"] > 0.5 and m["dci_parts"]["junk"]["disentanglement"] < m["dci_parts"]["how"]["disentanglement"]
     assert m["embedding_size"] == 23
+
+
+@pytest.mark.parametrize(
+    "parts, marked",
+    [
+        ({"junk": slice(18, 23)}, set()),  # no rival part: only being above chance can earn a mark
+        ({"who": slice(0, 8), "twin": slice(0, 8), "how": slice(8, 11)}, {"expression"}),  # identity tied: no mark
+    ],
+    ids=["noise-alone", "tied-parts"],
+)
+def test_factors_withholds_marks_below_chance_or_without_separation(factors_world, parts, marked):
+    m = evaluate_parts(factors_world, parts)
+    assert {f for f, c in m["checks"].items() if c["check"]} == marked
+
+
+def test_identity_threshold_of_each_fold_comes_from_the_other_folds():
+    """Fold 0 scores same 0.9 / different 0.5, fold 1 same 0.3 / different 0.1: a threshold from
+    the other fold gets each fold half right (0.5); one chosen on both folds would score 0.75."""
+    angles = np.arccos([0.9, 0.5, 0.3, 0.1])
+    f = torch.tensor([[1.0, 0.0]] + [[np.cos(a), np.sin(a)] for a in angles])
+    pairs = PairList(torch.zeros(4, dtype=torch.long), torch.arange(1, 5), torch.tensor([True, False, True, False]), torch.tensor([0, 0, 1, 1]))
+    # each fold: its same pair right, its different pair wrong (both right, or 3 of 4, with all folds' threshold)
+    assert verification_correct(f, pairs).tolist() == [True, False, False, True]
 
 
 def test_grouped_ridge_picks_its_strength_by_people():
