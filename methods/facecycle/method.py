@@ -133,10 +133,12 @@ class FaceCycleConfig(Config):
             raise BenchError(f"facecycle.train_size={self.train_size}: use a multiple of {ENCODER_STRIDE} (official: 64)")
         if (64 * self.width) % 4:
             raise BenchError(f"facecycle.width={self.width}: use a multiple of 1/16 (1 = the official networks)")
-        if self.checkpoint and (self.width != 1 or self.train_size != 64):
+        official = {"width": 1.0, "train_size": 64, "generator_blocks": 8}
+        differ = [f"{k}={getattr(self, k):g}" for k, v in official.items() if getattr(self, k) != v]
+        if self.checkpoint and differ:
             raise BenchError(
-                f"facecycle.checkpoint: the authors' networks are width 1 at 64 px; use --preset paper "
-                f"(or --set facecycle.width=1 --set facecycle.train_size=64), not width {self.width:g} at {self.train_size} px"
+                f"facecycle.checkpoint: the authors' networks are width 1, 64 px codes, 8 generator blocks, not {', '.join(differ)}; "
+                "use --preset paper (or --set facecycle.width=1 --set facecycle.train_size=64 --set facecycle.generator_blocks=8)"
             )
 
 
