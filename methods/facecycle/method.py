@@ -202,7 +202,7 @@ def train_cycle(
         raise BenchError("facecycle: the identity cycle needs frames of two clips; pretrain.clips has one clip")
     with ctx.accel.networks(*trained):
         result = fit(
-            model=nets,
+            model=torch.nn.ModuleList(trained),  # what trains is what the resume point holds
             optimizer=optimizer,
             step=step,
             data=torch.arange(len(clips.clips)),
