@@ -6,8 +6,14 @@ checkpoint also pickles objects of its authors' own classes (Unsup3D's ``metrics
 them would run their code. Instead each such class is replaced by an empty stand-in of the same
 name, so the object's data loads as attributes of the stand-in and the tensors beside it load
 as usual. A stand-in can be *created* (the pickle's ``NEWOBJ``) but never *called* (``REDUCE``):
-calling a named global is how a malicious pickle runs code (``os.system``), and a file that
-tries is refused with a one-line error naming it.
+calling a named global is how a malicious pickle runs code (``builtins.exec``), and a file that
+tries is refused with a one-line error naming it. Two stand-ins do more: ``collections.defaultdict``
+(an optimiser's ``state`` inside a pickled scheduler) is rebuilt as a plain dict, the one call
+allowed, since filling a dict runs nothing.
+
+Both of ``torch.save``'s formats are read this way: the zip archive (PyTorch 1.6 on) and the
+legacy stream of pickles that PyTorch 0.4 to 1.5 wrote (the Unsup3D, FAb-Net and TCAE releases).
+The globals a file names are listed by reading its pickle's opcodes, which runs nothing.
 
 Files are identified by content: ``file_sha256`` keys caches and result files, so a changed
 file at the same path never reuses old features or results.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,15 +51,65 @@ def stand_in(full_name: str) -> type:
     return _ForeignClass(name, (), namespace)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The informative line of an exception (torch wraps unpickling errors in generic advice)."""
-    generic = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(generic)]
-    return lines[0] if lines else exc.__class__.__name__
+def _plain_dict(default_factory: Any = None) -> dict:
+    """What ``collections.defaultdict(factory)`` is rebuilt as: an empty dict the pickle fills."""
+    return {}
+
+
+#: Globals rebuilt by a safe function of this module instead of an inert stand-in.
+REBUILT = {"collections.defaultdict": _plain_dict}
+
+#: Lines torch adds around an unpickling error's reason, and the prefix before the reason.
+_ADVICE = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "In PyTorch 2.6", "Please file an issue")
+#: What torch's unpickler raises, with no useful message, on bytes that are no pickle.
+_GARBLED = (KeyError, IndexError, struct.error)
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of an exception: torch wraps unpickling errors in generic advice,
+    including advice to allowlist the global, which would trust the file."""
+    for line in (ln.strip() for ln in str(exc).splitlines()):
+        if line and not line.startswith(_ADVICE):
+            line = line.removeprefix("WeightsUnpickler error: ")
+            return line.split(" Please use `torch.serialization", 1)[0]
+    return exc.__class__.__name__
+
+
+#: How a legacy ``torch.save`` file begins after its pickle's PROTO opcode: the magic number.
+_LEGACY_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:-1]
+
+
+def foreign_globals(path: Path) -> set[str]:
+    """The globals a ``torch.save`` file names that torch's safe loader does not know, read from
+    the pickle's opcodes (nothing is unpickled).
+
+    Raises:
+        ValueError: the file is in neither of ``torch.save``'s formats, or its pickle is damaged.
+    """
+    if zipfile.is_zipfile(path):
+        try:
+            return set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except (RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError):
+            return set()  # a zip archive but not torch.save's: torch.load says why
+    with open(path, "rb") as stream:
+        if stream.read(2 + len(_LEGACY_HEAD))[2:] != _LEGACY_HEAD:
+            raise ValueError("neither format torch.save writes")
+        # the legacy stream: magic number, protocol, system info, then the object (storages
+        # follow), scanned by the functions get_unsafe_globals_in_checkpoint uses on a zip's pickle
+        scan = torch._weights_only_unpickler
+        stream.seek(0)
+        names: set[str] = set()
+        try:
+            for _ in range(4):
+                names |= scan.get_globals_in_pkl(stream)
+        except (pickle.UnpicklingError, EOFError, ValueError, *_GARBLED):
+            raise ValueError("a legacy torch.save file, truncated or damaged") from None
+    return names - set(scan._get_allowed_globals())
 
 
 def load_weights(path: str | Path, what: str) -> Any:
-    """The content of a ``.pt``/``.pth``/``.ckpt`` or ``.safetensors`` file, tensors on the CPU.
+    """The content of a ``.pt``/``.pth``/``.ckpt``/``.pth.tar`` or ``.safetensors`` file, tensors
+    on the CPU; objects of other code bases come back as inert stand-ins holding their data.
 
     Args:
         path: the file.
@@ -71,22 +128,26 @@ def load_weights(path: str | Path, what: str) -> Any:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise BenchError(f"{what}={path}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise BenchError(f"{what}={path}: not a readable safetensors file ({_reason(exc)})") from None
     try:
-        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except (RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError):
-        foreign = []  # an old (non-zip) file: torch.load's own allowlist still applies below
-    stand_ins = [(stand_in(name), name) for name in foreign]
+        foreign = foreign_globals(path)
+    except ValueError as exc:
+        raise BenchError(f"{what}={path}: not a PyTorch weight file ({exc})") from None
+    allowed = [(REBUILT.get(name) or stand_in(name), name) for name in sorted(foreign)]
     try:
-        with torch.serialization.safe_globals(stand_ins):
+        with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (ForeignCall, pickle.UnpicklingError) as exc:
-        reason = f"loading it would call {exc.args[0]}" if isinstance(exc, ForeignCall) else _first_line(exc)
+    except ForeignCall as exc:
         raise BenchError(
-            f"{what}={path}: refused to load ({reason}): the file would run code; use only weight files from sources you trust"
+            f"{what}={path}: refused to load (loading it would call {exc.args[0]}): the file would run code; "
+            "use only weight files from sources you trust"
         ) from None
+    except pickle.UnpicklingError as exc:
+        raise BenchError(f"{what}={path}: refused to load ({_reason(exc)}); use only weight files from sources you trust") from None
+    except _GARBLED:
+        raise BenchError(f"{what}={path}: not a PyTorch weight file (truncated, or not written by torch.save)") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
-        raise BenchError(f"{what}={path}: not a PyTorch weight file ({_first_line(exc)})") from None
+        raise BenchError(f"{what}={path}: not a PyTorch weight file ({_reason(exc)})") from None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -32,7 +32,13 @@ class MethodContext:
         pretrain: where unlabeled training data comes from.
         load_pretrain: returns the pretraining images (loaded lazily, cached).
         load_clips: returns the stage-2 clips (loaded lazily, cached).
+        load_video: returns clips that move like video, from the same source (``pretrain.clips``):
+            for ``synthetic`` its smooth clips (one expression episode and a smooth head
+            movement each, at a stated frame rate), for other sources their clips; each
+            ``ClipSet`` states its frame spacing (``fps``, ``positions``). For methods that learn
+            from temporal order or motion.
         pretrain_fingerprint: identifies the pretraining data in artifact keys.
+        clips_fingerprint, video_fingerprint: identify the clips and the video in artifact keys.
         accel: how training uses the device (the ``train`` section resolved for ``device``);
             its ``key()`` belongs in the key of every trained artifact.
     """
@@ -45,6 +51,8 @@ class MethodContext:
     load_clips: Callable[[], ClipSet]
     pretrain_fingerprint: dict
     clips_fingerprint: dict
+    load_video: Callable[[], ClipSet]
+    video_fingerprint: dict
     accel: Accel = dataclasses.field(default_factory=Accel)
 
     @classmethod
@@ -57,15 +65,24 @@ class MethodContext:
         device: str | torch.device = "cpu",
         name: str = "in-memory",
         train: TrainConfig | None = None,
+        video: ClipSet | None = None,
     ) -> "MethodContext":
         """A context over in-memory data, for using a method outside the runner (benchmark
         scripts, tests, notebooks); ``name`` stands in for the dataset in artifact keys and
-        ``train`` holds the device switches (default: the ``train`` section's defaults)."""
+        ``train`` holds the device switches (default: the ``train`` section's defaults).
+        ``video`` defaults to ``clips``."""
+        video = clips if video is None else video
 
-        def load_clips() -> ClipSet:
-            if clips is None:
-                raise BenchError(f"{name}: no clips were given to this context")
-            return clips
+        def given(value: ClipSet | None, what: str) -> Callable[[], ClipSet]:
+            def load() -> ClipSet:
+                if value is None:
+                    raise BenchError(f"{name}: no {what} were given to this context")
+                return value
+
+            return load
+
+        def fingerprint(value: ClipSet | None) -> dict:
+            return {"name": name, "clips": len(value.clips) if value is not None else 0}
 
         return cls(
             seed=seed,
@@ -73,9 +90,11 @@ class MethodContext:
             cache_dir=Path(cache_dir),
             pretrain=PretrainConfig(data=name, clips=name),
             load_pretrain=lambda: images,
-            load_clips=load_clips,
+            load_clips=given(clips, "clips"),
             pretrain_fingerprint={"name": name, "n": len(images)},
-            clips_fingerprint={"name": name, "clips": len(clips.clips) if clips is not None else 0},
+            clips_fingerprint=fingerprint(clips),
+            load_video=given(video, "clips or video"),
+            video_fingerprint={**fingerprint(video), "fps": video.fps if video is not None else None},
             accel=Accel.resolve(train or TrainConfig(), device),
         )
 

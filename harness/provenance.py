@@ -3,7 +3,7 @@
 ``machine`` records what makes numbers machine-dependent: the same code, data and seed give
 bit-identical numbers only on the same CPU model and instruction set (torch picks kernels by
 it), the same thread counts (they fix the order of floating-point reductions) and the same
-oneDNN / cuDNN builds. See the README's "Reproducibility".
+oneDNN / cuDNN builds. See docs/how-it-works.md, "Reproducibility".
 """
 from __future__ import annotations
 

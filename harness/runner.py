@@ -132,6 +132,8 @@ class Session:
             load_clips=lambda: self.dataset(pre.clips).clips(),
             pretrain_fingerprint=self._fingerprint(pre.data, "pretrain"),
             clips_fingerprint=self._fingerprint(pre.clips, "clips"),
+            load_video=lambda: self.dataset(pre.clips).video(),
+            video_fingerprint=self._fingerprint(pre.clips, "video"),
             accel=self.accel,
         )
         return cls(cfg, variant, ctx)

@@ -1,9 +1,12 @@
-"""Draw a contact sheet of the synthetic face world.
+"""Draw contact sheets of the synthetic face world.
 
-Rows are people (each with its own light, camera and background), columns the seven expressions
-at full intensity; the last row sweeps one person's yaw from -60 to +60 degrees.
+The still sheet: rows are people (each with its own light, camera and background), columns the
+seven expressions at full intensity; the last row sweeps one person's yaw from -60 to +60 degrees.
+The video sheet (``--video``): each row is one smooth clip (``SyntheticFaces.video()``) frame by
+frame, each frame marked with its phase (n neutral, o onset, A apex, f offset).
 
     python scripts/synthetic_contact_sheet.py --out docs/synthetic_contact_sheet.png
+    python scripts/synthetic_contact_sheet.py --video --out docs/synthetic_video_sheet.png
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.datasets.synthetic import world  # noqa: E402
+from harness.datasets.synthetic import SyntheticConfig, world  # noqa: E402
+from harness.datasets.synthetic.dataset import VIDEO_FPS, build_split  # noqa: E402
 from harness.datasets.synthetic.render import render  # noqa: E402
 
 
@@ -55,18 +59,44 @@ def sheet(people: int, seed: int, size: int, scale: int) -> Image.Image:
     return canvas
 
 
+def video_sheet(clips: int, seed: int, size: int, scale: int) -> Image.Image:
+    """The first ``clips`` smooth clips of a ``clips``-clip world, one clip per row."""
+    cfg = SyntheticConfig.resolve("quick").replace(clips=clips, seed=seed, size=size)
+    frames = build_split(cfg, "video")
+    length = cfg.clip_frames
+    grid = frames.images.view(clips, length, 3, size, size).permute(0, 3, 1, 4, 2).reshape(clips * size, length * size, 3)
+    faces = Image.fromarray(grid.numpy()).resize((length * size * scale, clips * size * scale), Image.NEAREST)
+
+    title, side = 14, size * scale
+    canvas = Image.new("RGB", (faces.width, faces.height + title), "white")
+    canvas.paste(faces, (0, title))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 1), f"one clip per row, {length} frames at {VIDEO_FPS:g} fps; n neutral, o onset, A apex, f offset", fill="black")
+    phase, expression = frames.extras["phase"].view(clips, length), frames.extras["expression"].view(clips, length)
+    for row in range(clips):
+        shown = world.EXPRESSIONS[int(expression[row].max())]
+        draw.text((4, title + row * side + 2), shown, fill="white")
+        for k in range(length):
+            draw.text((k * side + side - 10, title + (row + 1) * side - 12), "noAf"[int(phase[row, k])], fill="white")
+    return canvas
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/synthetic_contact_sheet.png"))
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/synthetic_contact_sheet.png, or _video_sheet.png")
     parser.add_argument("--people", type=int, default=6, help="identity rows above the pose sweep")
+    parser.add_argument("--video", action="store_true", help="draw smooth clips instead of the still sheet")
+    parser.add_argument("--clips", type=int, default=5, help="clips (rows) of the video sheet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=64, help="rendered image side in pixels")
     parser.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling for viewing")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet(args.people, args.seed, args.size, args.scale).save(args.out)
-    print(f"wrote {args.out}")
+    out = args.out or Path("docs/synthetic_video_sheet.png" if args.video else "docs/synthetic_contact_sheet.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image = video_sheet(args.clips, args.seed, args.size, args.scale) if args.video else sheet(args.people, args.seed, args.size, args.scale)
+    image.save(out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -201,9 +201,14 @@ def test_voxceleb_clips_are_sixteen_ordered_frames_of_one_speaker(voxceleb_root,
         assert len(set(frames.identities[clip].tolist())) == 1
         grey = frames.images[clip].float().mean(dim=(1, 2, 3))
         assert grey.max() - grey.min() < 10, "all frames of a clip come from one speaker's folder"
-    files, _ = dataset(VoxCeleb, voxceleb_root, tmp_path).sample()
+    files, positions, _ = dataset(VoxCeleb, voxceleb_root, tmp_path).sample()
     first_clip = files[:16]
     assert first_clip == sorted(first_clip) and len(set(first_clip)) == 16, "temporal order, no repeats"
+    # the stated spacing: each frame's place among its folder's 18 frames (file 00007.jpg is 7)
+    assert torch.equal(clips.positions, torch.tensor([int(f.stem) for f in files]))
+    assert clips.positions.tolist() == positions and clips.fps is None, "the extraction rate is unknown unless set"
+    assert dataset(VoxCeleb, voxceleb_root, tmp_path, fps=25.0).video().fps == 25.0
+    assert "fps" not in dataset(VoxCeleb, voxceleb_root, tmp_path).fingerprint()["config"], "older results keep their keys"
     assert len(dataset(VoxCeleb, voxceleb_root, tmp_path).pretrain()) == 96
 
 
@@ -213,9 +218,9 @@ def test_voxceleb_identity_split_and_seeded_sampling(voxceleb_root, tmp_path):
     assert len(train.clips) == 4
     grey = train.frames.images.float().mean(dim=(1, 2, 3))
     assert not ((grey > 100) & (grey < 140)).any(), "the held-out speaker id10002 never appears"
-    a, _ = dataset(VoxCeleb, voxceleb_root, tmp_path, max_clips=2).sample()
-    b, _ = dataset(VoxCeleb, voxceleb_root, tmp_path, max_clips=2).sample()
-    c, _ = dataset(VoxCeleb, voxceleb_root, tmp_path, max_clips=2, seed=1).sample()
+    a, _, _ = dataset(VoxCeleb, voxceleb_root, tmp_path, max_clips=2).sample()
+    b, _, _ = dataset(VoxCeleb, voxceleb_root, tmp_path, max_clips=2).sample()
+    c, _, _ = dataset(VoxCeleb, voxceleb_root, tmp_path, max_clips=2, seed=1).sample()
     assert a == b and len(a) == 32 and a != c
     (voxceleb_root / "voxceleb/train_ids.txt").write_text("id10001\nid99999\n")
     with pytest.raises(BenchError, match="id99999"):
@@ -330,6 +335,8 @@ def test_lfw_clips_group_photos_of_one_person(tmp_path):
     assert len(few.clips) == 3 and all(len(c) == 16 for c in few.clips)
     with pytest.raises(BenchError, match="min_images"):
         dataset(LFWClips, root, tmp_path, min_images=40).clips()
+    video = dataset(LFWClips, root, tmp_path).video()  # photos: the same clips, stated to have no time order
+    assert torch.equal(video.frames.images, clips.frames.images) and video.positions is None and video.fps is None
 
 
 def test_lfw_clips_people_in_the_real_lfw(real_data_root, tmp_path):

@@ -115,6 +115,90 @@ def test_clips_hold_sixteen_frames_of_one_person(smoke):
         assert clips.frames.extras["pose"][clip, 0].std() > 0, "the head moves within a clip"
 
 
+# --- smooth clips (video()) ------------------------------------------------------------------------
+def steps(values: torch.Tensor, clips: int) -> torch.Tensor:
+    """|change| between neighbouring frames of each clip: (clips, frames - 1, ...)."""
+    v = values.float().view(clips, -1, *values.shape[1:])
+    return (v[:, 1:] - v[:, :-1]).abs()
+
+
+def test_smooth_clips_go_through_one_expression_episode(smoke):
+    video = smoke.video()
+    n = len(video.clips)
+    assert n == 8 and all(len(c) == 16 for c in video.clips)
+    assert video.fps == synthetic_dataset.VIDEO_FPS and torch.equal(video.positions, torch.arange(16).repeat(8))
+    extras = video.frames.extras
+    phase, label = extras["phase"].view(n, 16), extras["expression"].view(n, 16)
+    intensity, units = extras["intensity"].view(n, 16), extras["units"].view(n, 16, -1)
+    for c, clip in enumerate(video.clips):
+        assert len(set(video.frames.identities[clip].tolist())) == 1
+        assert (extras["light"][clip] == extras["light"][clip[0]]).all(), "one light, camera and background per clip"
+        order = torch.unique_consecutive(phase[c]).tolist()
+        assert order in ([0, 1, 2, 3], [0, 1, 2, 3, 0]), f"clip {c}: phases {order}"
+        apex, rest = phase[c] == 2, phase[c] == 0
+        shown = int(label[c][apex][0])
+        assert shown > 0 and (label[c][apex] == shown).all() and set(label[c].tolist()) == {0, shown}
+        assert (units[c][rest] == 0).all() and (intensity[c][rest] == 0).all()
+        assert torch.allclose(intensity[c][apex], intensity[c].max().expand(int(apex.sum()))), "the apex holds the peak"
+        assert 0.7 <= float(intensity[c].max()) <= 1.0
+        onset, offset = intensity[c][phase[c] == 1], intensity[c][phase[c] == 3]
+        assert (onset.diff() >= 0).all() and (offset.diff() <= 0).all(), "rises in the onset, falls in the offset"
+
+
+def test_smooth_clips_change_little_between_frames(smoke):
+    """Neighbouring frames of a smooth clip differ far less than those of the stage-2 clips,
+    whose expression is drawn per frame: in action units, pose and pixels."""
+    video, clips = smoke.video().frames, smoke.clips().frames
+    smooth_units, drawn_units = steps(video.extras["units"], 8), steps(clips.extras["units"], 8)
+    assert smooth_units.mean() < 0.2 * drawn_units.mean()
+    # no jump: one step moves a unit by at most half its largest value in the clip
+    peak = video.extras["units"].view(8, 16, -1).abs().amax(1, keepdim=True)
+    assert (smooth_units <= 0.5 * peak + 1e-6).all()
+    smooth_pose, drawn_pose = steps(video.extras["pose"], 8), steps(clips.extras["pose"], 8)
+    assert (smooth_pose.mean((0, 1)) < 0.5 * drawn_pose.mean((0, 1))).all()
+    assert smooth_pose[..., 0].max() < 5.0, "yaw moves less than 5 degrees per frame"
+    assert steps(video.images, 8).mean() < 0.6 * steps(clips.images, 8).mean()
+
+
+def test_smooth_clips_are_deterministic_cached_and_leave_the_stage2_clips_alone(smoke, monkeypatch):
+    cfg = tiny(clips=2)
+    first, again = synthetic_dataset.build_split(cfg, "video"), synthetic_dataset.build_split(cfg, "video")
+    assert torch.equal(first.images, again.images) and torch.equal(first.extras["phase"], again.extras["phase"])
+    assert not torch.equal(first.images, synthetic_dataset.build_split(tiny(clips=2, seed=1), "video").images)
+    stored = smoke.video()
+    monkeypatch.setattr(synthetic_dataset, "build_split", lambda *a: pytest.fail("cached clips were rendered again"))
+    reread = SyntheticFaces(smoke.cfg, None, smoke.cache_dir).video()
+    assert torch.equal(reread.frames.images, stored.frames.images) and torch.equal(reread.positions, stored.positions)
+    assert reread.fps == stored.fps and torch.equal(reread.frames.extras["phase"], stored.frames.extras["phase"])
+    # their own split and key: the stage-2 clips (and what is trained on them) stay as they were
+    assert smoke.fingerprint("video") != smoke.fingerprint("clips")
+    assert smoke.fingerprint("clips")["split"] == "clips" and smoke.size("video") == smoke.size("clips") == 128
+    assert smoke.clips().fps is None
+
+
+def test_smooth_clips_need_room_for_three_phases(tmp_path):
+    with pytest.raises(BenchError, match="clip_frames=8 .* raise it"):
+        SyntheticFaces(tiny(clip_frames=8), None, tmp_path).video()
+
+
+def test_methods_get_the_video_from_the_runner_and_standalone(smoke, tmp_path):
+    from harness.method import MethodContext
+    from harness.runner import Session, Settings
+
+    ctx = Session(Settings(preset="smoke", cache_dir=str(smoke.cache_dir))).method("pixels", "default", 0).ctx
+    video = ctx.load_video()
+    assert torch.equal(video.frames.images, smoke.video().frames.images) and video.fps == synthetic_dataset.VIDEO_FPS
+    assert ctx.video_fingerprint == smoke.fingerprint("video") and ctx.clips_fingerprint == smoke.fingerprint("clips")
+    images = smoke.pretrain()
+    clips = smoke.clips()
+    alone = MethodContext.standalone(images, tmp_path, clips=clips, video=video, name="toy")
+    assert alone.load_video() is video and alone.load_clips() is clips
+    assert alone.video_fingerprint == {"name": "toy", "clips": 8, "fps": synthetic_dataset.VIDEO_FPS}
+    assert MethodContext.standalone(images, tmp_path, clips=clips).load_video() is clips, "the clips stand in for video"
+    with pytest.raises(BenchError, match="toy: no clips or video"):
+        MethodContext.standalone(images, tmp_path, name="toy").load_video()
+
+
 def test_verification_folds_are_balanced_valid_and_person_disjoint(smoke):
     images, pairs = smoke.verification()
     assert pairs.n_folds == 10 and len(pairs) == 10 * 20

@@ -70,10 +70,20 @@ class PairList:
 @cacheable
 @dataclasses.dataclass
 class ClipSet:
-    """Clips of one identity each (stage-2 training data): ``clips[i]`` indexes ``frames``."""
+    """Clips of one identity each (stage-2 training data): ``clips[i]`` indexes ``frames``.
+
+    Attributes:
+        fps: frame rate of the videos the clips come from (None: unknown, or not video).
+        positions: int64 (N,) each frame's frame number in its video, increasing within a clip,
+            so frames ``i`` and ``j`` of one video lie ``(positions[j] - positions[i]) / fps``
+            seconds apart; consecutive numbers mean regularly spaced frames. None: the frames
+            have no temporal order (e.g. photos).
+    """
 
     frames: ImageSet
     clips: list[torch.Tensor]
+    fps: Optional[float] = None
+    positions: Optional[torch.Tensor] = None
 
 
 class FaceDataset:
@@ -111,6 +121,12 @@ class FaceDataset:
         """Clips of one identity for stage-2 training."""
         raise BenchError(f"dataset {self.name!r} has no clips of one identity")
 
+    def video(self) -> ClipSet:
+        """Clips for methods that learn from motion or temporal order, their frame spacing stated
+        (``ClipSet.fps``, ``ClipSet.positions``): by default the ``clips``, for datasets whose
+        clips are video already (or that have nothing smoother)."""
+        return self.clips()
+
     # --- helpers ----------------------------------------------------------------------------
     def size(self, task: str) -> Optional[int]:
         """How many images the ``task`` loader returns, where the dataset knows without loading
@@ -133,5 +149,5 @@ class FaceDataset:
             raise BenchError(f"dataset {self.name!r} needs --data-root (or BENCH_DATA_ROOT) pointing at its parent folder")
         path = self.data_root / relative
         if not path.exists():
-            raise BenchError(f"dataset {self.name!r}: missing {path}; check --data-root and the layout in the README")
+            raise BenchError(f"dataset {self.name!r}: missing {path}; check --data-root and the layout in docs/datasets.md")
         return path

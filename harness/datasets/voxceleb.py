@@ -11,7 +11,10 @@ by default (``crop_fraction = 1``); for raw video frames, crop them first with
 1,251 speakers; list them in the identities file to keep the held-out speakers out of training.
 
 A clip is a clip folder with at least ``clip_frames`` frames, of which ``clip_frames`` are drawn
-without replacement (seeded) and kept in temporal order; shorter clips are skipped.
+without replacement (seeded) and kept in temporal order; shorter clips are skipped. So frame
+spacing is irregular: ``ClipSet.positions`` holds each drawn frame's index among its folder's
+sorted frames (taken as the video's consecutive frames), and ``ClipSet.fps`` the rate at which
+they were extracted where the ``fps`` setting states it.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class VoxCelebConfig(Config):
     seed: fixes which clips and frames are drawn.
     train_identities_file: file under ``voxceleb/`` listing the training speakers; empty = all.
     crop_fraction: centred square crop of each frame, as a fraction of its shorter side.
+    fps: the rate at which the clip folders' frames were extracted (0 = unknown).
     """
 
     size: int = 64
@@ -47,10 +51,13 @@ class VoxCelebConfig(Config):
     seed: int = 0
     train_identities_file: str = ""
     crop_fraction: float = 1.0
+    fps: float = 0.0
 
+    LATE_FIELDS = ("fps",)
     PRESETS = {"smoke": {"max_clips": 8}, "paper": {"max_clips": 0}}
 
-    RULES = {"seed": at_least(0), "size": at_least(8), "clip_frames": at_least(2), "max_clips": at_least(0), "crop_fraction": between(0, 1, low_open=True)}
+    RULES = {"seed": at_least(0), "size": at_least(8), "clip_frames": at_least(2), "max_clips": at_least(0), "crop_fraction": between(0, 1, low_open=True),
+             "fps": at_least(0)}
 
 
 @register_dataset("voxceleb")
@@ -74,8 +81,9 @@ class VoxCeleb(FaceDataset):
             raise BenchError(f"voxceleb/{self.cfg.train_identities_file} names {missing[0]!r}, which has no folder under {root}")
         return sorted(set(listed))
 
-    def sample(self) -> tuple[list[Path], list[int]]:
-        """Frame files of the drawn clips (``clip_frames`` per clip, in order) and each clip's speaker."""
+    def sample(self) -> tuple[list[Path], list[int], list[int]]:
+        """Frame files of the drawn clips (``clip_frames`` per clip, in order), each file's index
+        among its clip folder's sorted frames, and each clip's speaker."""
         root = self.require("voxceleb")
         candidates = []  # (speaker index, sorted frame files) of every long enough clip
         for person, name in enumerate(self.identities()):
@@ -89,23 +97,27 @@ class VoxCeleb(FaceDataset):
         chosen = range(len(candidates))
         if self.cfg.max_clips and self.cfg.max_clips < len(candidates):
             chosen = np.sort(rng.choice(len(candidates), self.cfg.max_clips, replace=False))
-        files, speakers = [], []
+        files, positions, speakers = [], [], []
         for i in chosen:
             person, frames = candidates[i]
             picks = np.sort(rng.choice(len(frames), self.cfg.clip_frames, replace=False))
             files += [frames[k] for k in picks]
+            positions += picks.tolist()
             speakers.append(person)
-        return files, speakers
+        return files, positions, speakers
 
     def clips(self) -> ClipSet:
-        files, speakers = self.sample()
+        files, positions, speakers = self.sample()
         root = self.require("voxceleb")
         key = {"dataset": "voxceleb", "files": [str(f.relative_to(root)) for f in files], "size": self.cfg.size, "crop": self.cfg.crop_fraction}
         crop = self.cfg.crop_fraction if self.cfg.crop_fraction < 1 else None
         images = cached(self.cache_dir, "images", key, lambda: load_images(files, self.cfg.size, center_fraction=crop, desc="voxceleb"))
         length = self.cfg.clip_frames
         identities = torch.tensor(speakers).repeat_interleave(length)
-        return ClipSet(frames=ImageSet(images, identities=identities), clips=list(torch.arange(len(files)).view(-1, length)))
+        return ClipSet(
+            frames=ImageSet(images, identities=identities), clips=list(torch.arange(len(files)).view(-1, length)),
+            fps=self.cfg.fps or None, positions=torch.tensor(positions, dtype=torch.int64),
+        )
 
     def pretrain(self) -> ImageSet:
         """The frames of the drawn clips, as unlabelled images."""

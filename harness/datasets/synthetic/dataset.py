@@ -31,7 +31,12 @@ from harness.registry import register_dataset
 GENERATOR_VERSION = "synthetic-6"
 RENDER_BATCH = 16  # images per render call: small tensors stay in the CPU cache
 CHUNK = 256  # images per worker task (a multiple of RENDER_BATCH, so results do not depend on workers)
-STREAMS = {"pretrain": 10, "clips": 11, "fer-train": 12, "fer-test": 13, "verification": 14}
+STREAMS = {"pretrain": 10, "clips": 11, "fer-train": 12, "fer-test": 13, "verification": 14, "video": 15}
+#: Frame rate of the smooth clips (``video()``): the default 16 frames span 1.5 s, one expression
+#: episode (its onset 0.3-0.8 s) while the head moves.
+VIDEO_FPS = 10.0
+#: Fewest frames of a smooth clip: enough that its apex, the shortest phase, holds a frame.
+MIN_VIDEO_FRAMES = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +50,8 @@ class SyntheticConfig(Config):
         train_identities: people in the training splits (pretrain, clips, FER train).
         test_identities: people in the FER test split (disjoint from training).
         pretrain_images: unlabelled images for self-supervised training.
-        clips, clip_frames: stage-2 clips of one person, frames per clip.
+        clips, clip_frames: clips of one person, frames per clip: stage 2's (``clips()``) and
+            as many smooth ones (``video()``).
         fer_train_images, fer_test_images: expression-labelled images (classes balanced).
         verification_pairs: matched pairs per fold, and as many mismatched ones.
         verification_folds: folds of the verification protocol (people disjoint across folds).
@@ -104,6 +110,7 @@ COMMON_FIELDS = ("seed", "size", "max_yaw", "train_identities", "variation")
 SPLIT_FIELDS = {
     "pretrain": ("pretrain_images",),
     "clips": ("clips", "clip_frames"),
+    "video": ("clips", "clip_frames"),
     "fer-train": ("fer_train_images",),
     "fer-test": ("test_identities", "fer_test_images"),
     "verification": ("test_identities", "verification_pairs", "verification_folds", "images_per_person"),
@@ -120,6 +127,7 @@ class SyntheticFaces(FaceDataset):
     ``shape`` and ``texture`` factors (``world.identity_factors``), ``depth`` (float32 (N, S, S),
     camera-space depth, 0 on background) and ``head`` (bool (N, S, S), pixels on the head).
     The FER splits with these extras are what the ``factors`` and ``depth`` protocols read.
+    The smooth clips (``video()``) add ``phase`` (int64, index into ``world.PHASES``).
     """
 
     tasks = frozenset({"fer", "verification", "pretrain", "clips", "factors", "depth"})
@@ -136,6 +144,21 @@ class SyntheticFaces(FaceDataset):
         length = self.cfg.clip_frames
         return ClipSet(frames=frames, clips=list(torch.arange(len(frames)).view(-1, length)))
 
+    def video(self) -> ClipSet:
+        """Smooth clips at ``VIDEO_FPS``: one expression episode each (onset, apex, offset; the
+        ``phase`` extra) while the head pose eases along a short path (``world.smooth_poses``)."""
+        length = self.cfg.clip_frames
+        if length < MIN_VIDEO_FRAMES:
+            raise BenchError(
+                f"{self.name}.clip_frames={length} is too short for smooth clips (onset, apex and offset need "
+                f"{MIN_VIDEO_FRAMES} frames); raise it"
+            )
+        frames = self._split("video")
+        return ClipSet(
+            frames=frames, clips=list(torch.arange(len(frames)).view(-1, length)),
+            fps=VIDEO_FPS, positions=torch.arange(length).repeat(self.cfg.clips),
+        )
+
     def fer_split(self, split: str) -> ImageSet:
         if split not in ("train", "test"):
             raise BenchError(f"fer split {split!r}: expected 'train' or 'test'")
@@ -150,7 +173,8 @@ class SyntheticFaces(FaceDataset):
         return self._split("verification")
 
     def size(self, task: str) -> Optional[int]:
-        return {"pretrain": self.cfg.pretrain_images, "clips": self.cfg.clips * self.cfg.clip_frames}.get(task)
+        clip_frames = self.cfg.clips * self.cfg.clip_frames
+        return {"pretrain": self.cfg.pretrain_images, "clips": clip_frames, "video": clip_frames}.get(task)
 
     def fingerprint(self, task: Optional[str] = None) -> dict:
         # the generator version too: features and trained models go stale when the world changes
@@ -203,6 +227,8 @@ def build_split(cfg: SyntheticConfig, split: str) -> ImageSet | tuple[ImageSet, 
         scene = _scene(cfg, rng, ids, labels)
     elif split == "clips":
         scene = _clip_scene(cfg, rng)
+    elif split == "video":
+        scene = _video_scene(cfg, rng)
     elif split in ("fer-train", "fer-test"):
         n = cfg.fer_train_images if split == "fer-train" else cfg.fer_test_images
         first, count = (0, cfg.train_identities) if split == "fer-train" else (cfg.train_identities, cfg.test_identities)
@@ -234,6 +260,8 @@ def build_split(cfg: SyntheticConfig, split: str) -> ImageSet | tuple[ImageSet, 
             "head": head,
         },
     )
+    if "phase" in scene:
+        result.extras["phase"] = torch.as_tensor(scene["phase"], dtype=torch.int64)
     return result if pairs is None else (result, pairs)
 
 
@@ -260,6 +288,19 @@ def _clip_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.
     poses = np.clip(start + drift, [-cfg.max_yaw, -25.0, -15.0], [cfg.max_yaw, 25.0, 15.0])
     people = world.identity_table(cfg.seed, cfg.train_identities)
     return _compose(cfg, people, ids, world.sample_expressions(rng, labels), poses, env)
+
+
+def _video_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Smooth clips: one person, light, camera, background and gaze per clip; one expression
+    episode (``world.expression_episodes``) and a smooth head movement (``world.smooth_poses``)."""
+    n, length = cfg.clips, cfg.clip_frames
+    ids = np.repeat(rng.integers(0, cfg.train_identities, n), length)
+    labels = rng.integers(1, len(world.EXPRESSIONS), n)  # every clip shows an expression
+    env = {name: np.repeat(value, length, axis=0) for name, value in world.sample_environments(rng, n).items()}
+    expressions = world.expression_episodes(rng, labels, length)
+    poses = world.smooth_poses(rng, n, length, cfg.max_yaw)
+    people = world.identity_table(cfg.seed, cfg.train_identities)
+    return _compose(cfg, people, ids, expressions, poses, env)
 
 
 def _compose(cfg: SyntheticConfig, people: dict, ids: np.ndarray, expressions: dict, poses: np.ndarray, env: dict) -> dict:

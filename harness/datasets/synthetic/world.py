@@ -159,6 +159,59 @@ def sample_expressions(rng: np.random.Generator, labels: np.ndarray) -> dict[str
     return {"expression": labels.astype(np.float64), "intensity": intensity, "units": units}
 
 
+#: Phases of an expression episode, per frame of a smooth clip (``expression_episodes``).
+PHASES: tuple[str, ...] = ("neutral", "onset", "apex", "offset")
+#: Relative lengths (low, high) of a smooth clip's parts: neutral lead, onset, apex, offset,
+#: neutral tail; each clip draws them and scales their sum to the clip.
+EPISODE_PARTS = ((0.0, 0.1), (0.25, 0.35), (0.15, 0.3), (0.25, 0.35), (0.0, 0.1))
+
+
+def ease(x: np.ndarray) -> np.ndarray:
+    """Smoothstep: 0 -> 1 over x in [0, 1] with zero slope at both ends (flat outside)."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def expression_episodes(rng: np.random.Generator, labels: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """Per-frame action units of clips that each show one expression episode.
+
+    Clip ``i`` (``labels[i]`` in 1..6) starts neutral, rises to its apex (onset), holds it,
+    falls back (offset) and may end neutral, as in posed expression sequences (CK+, MMI). The
+    clip's display is ``sample_expressions``'s (intensity, per-unit factor, rest-face noise),
+    drawn once per clip and scaled by the eased envelope, so units change smoothly. Each frame's
+    ``expression`` is the clip's label while the envelope is at least half, else neutral; its
+    ``intensity`` is the clip's scaled by the envelope; ``phase`` indexes ``PHASES``.
+    """
+    n = len(labels)
+    display = sample_expressions(rng, labels)
+    parts = np.stack([rng.uniform(lo, hi, n) for lo, hi in EPISODE_PARTS], axis=1)
+    bounds = np.cumsum(parts, axis=1) / parts.sum(axis=1, keepdims=True)  # ends of the five parts in [0, 1]
+    start, apex, fall, end = (bounds[:, k : k + 1] for k in range(4))
+    t = np.linspace(0.0, 1.0, length)[None, :]
+    envelope = np.where(t < apex, ease((t - start) / (apex - start)), 1.0 - ease((t - fall) / (end - fall)))
+    phase = np.select([t < start, t < apex, t <= fall, t < end], [0, 1, 2, 3], 0)
+    return {
+        "expression": np.where(envelope >= 0.5, labels[:, None], 0).astype(np.float64).ravel(),
+        "intensity": (display["intensity"][:, None] * envelope).ravel(),
+        "units": (display["units"][:, None, :] * envelope[:, :, None]).reshape(n * length, -1),
+        "phase": np.broadcast_to(phase, (n, length)).astype(np.float64).ravel(),
+    }
+
+
+def smooth_poses(rng: np.random.Generator, n: int, length: int, max_yaw: float) -> np.ndarray:
+    """(n * length, 3) head poses of ``n`` clips: each eases from a ``sample_poses`` start to a
+    nearby end (yaw, pitch, roll moved by N(0, 15 / 5 / 4) degrees), with a slow sway of a
+    few degrees, clipped to the ranges of ``sample_poses``."""
+    start = sample_poses(rng, n, max_yaw)
+    end = start + rng.standard_normal((n, 3)) * np.array([15.0, 5.0, 4.0])
+    t = np.linspace(0.0, 1.0, length)[None, :, None]
+    sway = rng.uniform(0.0, 1.0, (n, 1, 3)) * np.array([3.0, 1.5, 1.0]) * np.sin(
+        2 * np.pi * (rng.uniform(0.3, 0.8, (n, 1, 3)) * t + rng.uniform(0.0, 1.0, (n, 1, 3)))
+    )
+    poses = start[:, None] + (end - start)[:, None] * ease(t) + sway
+    return np.clip(poses, [-max_yaw, -25.0, -15.0], [max_yaw, 25.0, 15.0]).reshape(n * length, 3)
+
+
 def sample_poses(rng: np.random.Generator, n: int, max_yaw: float) -> np.ndarray:
     """(n, 3) yaw, pitch, roll in degrees.
 
@@ -213,7 +266,7 @@ def hold_fixed(expressions: dict[str, np.ndarray], env: dict[str, np.ndarray]) -
     """The ``pose`` variation: every face neutral (no action unit moves) and every image under the
     same light, camera and background (one environment drawn from its own stream)."""
     n = len(expressions["expression"])
-    neutral = {"expression": np.zeros(n), "intensity": np.zeros(n), "units": np.zeros_like(expressions["units"])}
+    neutral = {name: np.zeros_like(value) for name, value in expressions.items()}  # also a clip's phase
     one = sample_environments(np.random.default_rng(FIXED_ENVIRONMENT_STREAM), 1)
     return neutral, {name: np.repeat(value, n, axis=0) for name, value in one.items()}
 
