@@ -3,8 +3,10 @@
 Training (official ``train_expression.py``, then ``train_id.py``) is two artifacts: the
 expression cycle (expression encoder, flow decoder, generator), then the identity cycle on top of
 it with those frozen (identity encoder, normaliser). Each walks the clips of ``pretrain.clips``
-once per epoch (one pair per clip, as the official loader does per video folder) through the
-shared loop. ``--set facecycle.checkpoint=PATH`` loads the authors' file instead (a cell that
+(``ctx.load_video()``: for ``synthetic`` its smooth clips, one expression episode each; for
+``voxceleb`` and ``lfw-clips`` their clips) once per epoch, one pair per clip as the official
+loader does per video folder, through the shared loop. Pairs are two frames drawn at random
+from a clip, whatever their spacing, as in the official loader. ``--set facecycle.checkpoint=PATH`` loads the authors' file instead (a cell that
 never trains).
 
 Features: ``fer``, ``knn`` and ``verification`` read the representation the paper counts, the
@@ -78,10 +80,10 @@ class FaceCycleConfig(Config):
     width: float = 0.125
     generator_blocks: int = 8
     batch_size: int = 16
-    exp_epochs: int = 4
+    exp_epochs: int = 3
     exp_lr: float = 5e-4
     exp_decay_epoch: int = 20
-    id_epochs: int = 3
+    id_epochs: int = 2
     id_lr: float = 1e-3
     id_decay_epoch: int = 10
     perceptual_weight: float = 0.0
@@ -173,7 +175,7 @@ def train_cycle(
     cfg: FaceCycleConfig, ctx: MethodContext, nets: FaceCycleNets, stage: str, folder: Path, vgg: VGGSource
 ) -> dict[str, Any]:
     """Train one cycle (``expression`` or ``identity``) with the shared loop; returns its summary."""
-    clips = ctx.load_clips()
+    clips = ctx.load_video()  # synthetic: smooth clips, one expression episode each
     device = ctx.device
     expression = stage == "expression"
     nets.to(device)
@@ -233,7 +235,7 @@ def expression_artifact(cfg: FaceCycleConfig, ctx: MethodContext) -> Artifact:
     """The trained expression stage (``codegeneration``, ``exptoflow``, ``Swap_Generator``)."""
     vgg = vgg_source(cfg)
     config = {k: v for k, v in cfg.to_dict().items() if k not in _FEATURE_FIELDS + _IDENTITY_FIELDS}
-    key = {"config": config, "vgg19": vgg.mode, "clips": ctx.clips_fingerprint, "seed": ctx.seed, **ctx.accel.key()}
+    key = {"config": config, "vgg19": vgg.mode, "video": ctx.video_fingerprint, "seed": ctx.seed, **ctx.accel.key()}
 
     def build(folder: Path) -> dict[str, Any]:
         nets = build_nets(cfg, identity=False, seed=model_seed(ctx, "facecycle", "expression"), vgg=vgg)
@@ -246,7 +248,7 @@ def identity_artifact(cfg: FaceCycleConfig, ctx: MethodContext) -> Artifact:
     """The trained final model: the expression stage (frozen) plus ``idcodegen`` and ``Swap_Norm``."""
     expression = expression_artifact(cfg, ctx)
     vgg = vgg_source(cfg)
-    key = {"expression": expression.hash, "config": {k: getattr(cfg, k) for k in _IDENTITY_FIELDS}, "clips": ctx.clips_fingerprint,
+    key = {"expression": expression.hash, "config": {k: getattr(cfg, k) for k in _IDENTITY_FIELDS}, "video": ctx.video_fingerprint,
            "seed": ctx.seed, **ctx.accel.key()}
 
     def build(folder: Path) -> dict[str, Any]:
