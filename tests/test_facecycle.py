@@ -3,6 +3,7 @@ give one line, the paper-size networks take a step, and the loss terms match han
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,17 +18,9 @@ from harness.method import MethodContext, to_input
 from harness.registry import METHODS
 from methods.facecycle.checkpoint import EXPRESSION_STAGE, official_state
 from methods.facecycle.cycles import FaceCycleNets, augment, normalise
-from methods.facecycle.losses import gram, margin_loss, ssim_loss, symmetry_loss
+from methods.facecycle.losses import VGGSource, gram, margin_loss, resolve_vgg19, ssim_loss, symmetry_loss, vgg19_layers
 from methods.facecycle.method import FaceCycle, FaceCycleConfig
 from methods.facecycle.networks import SelfAttention
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def clips(n_clips: int = 8, frames: int = 4, size: int = 32) -> ClipSet:
@@ -194,3 +187,23 @@ def test_augmentation_is_drawn_from_the_given_generator():
     a, b = (augment(x, torch.Generator().manual_seed(1)) for _ in range(2))
     assert torch.equal(a, b) and not torch.equal(a, augment(x, torch.Generator().manual_seed(2)))
     assert a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+
+
+def test_vgg19_from_a_local_file_or_a_recorded_fallback(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache, whatever this machine holds
+    missing = str(tmp_path / "missing.pth")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_vgg19(missing, "random").mode == resolve_vgg19(missing, "random").mode == "random"
+    assert sum("VGG19 weights not found" in r.message for r in caplog.records) == 1
+    method = smoke(tmp_path)
+    assert method.info()["vgg19"] == "random"
+    keys = {fc_method.expression_artifact(method.cfg.replace(vgg_fallback=f), method.ctx).hash for f in ("random", "off")}
+    assert len(keys) == 2  # the resolved choice keys the trained model
+    reference = vgg19_layers(VGGSource("random"), seed=3)
+    path = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in reference.state_dict().items()}, path)
+    source = resolve_vgg19(str(path), "random")
+    assert source.mode == "imagenet"
+    loaded = vgg19_layers(source, seed=0)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from harness.checkpoints import hub_file, warn_once
+
 log = logging.getLogger(__name__)
 
 #: torchvision's file name of the ImageNet VGG19 weights (looked for in its hub cache).
@@ -45,22 +47,17 @@ class VGGSource:
         return f"ImageNet VGG19 weights not found: {'perceptual term off, ' if self.mode == 'off' else ''}a fixed seeded random VGG19"
 
 
-_warned: set[str] = set()
-
-
 def resolve_vgg19(path: str, fallback: str, setting: str = "facecycle") -> VGGSource:
     """The VGG19 weights to use: ``path``, else torchvision's hub cache, else ``fallback`` with
     one warning per process. Never downloads."""
-    file = Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+    file = hub_file(path, VGG19_FILE)
     if file.is_file():
         return VGGSource("imagenet", file)
     message = (
         f"ImageNet VGG19 weights not found at {file}; FaceCycle uses {VGGSource(fallback).describe().split(': ', 1)[1]} "
         f"({setting}.vgg_fallback). Put {VGG19_FILE} there or set {setting}.vgg_weights=PATH to train as the official code does."
     )
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+    warn_once(log, message)
     return VGGSource(fallback)
 
 
