@@ -65,6 +65,12 @@ def test_smoke_trains_both_cycles_in_order_and_reads_the_documented_features(tmp
     assert parts.shape[1] == max(s.stop for s in method.parts().values()) == 64 + 64 + 32 + 32
     assert torch.equal(parts[:, method.parts()["exp"]], fer)
     assert not torch.allclose(parts[:, method.parts()["id"]], fer)
+    assert torch.equal(method.encode(x, "verification", torch.arange(3)), fer)
+    # the identity map for verification, on request: the same trained model, other cached features
+    by_id = FaceCycle(method.cfg.replace(verification_features="id"), "default", method.ctx)
+    assert by_id.artifacts() == method.artifacts() and by_id.feature_view("verification") != method.feature_view("verification")
+    by_id.prepare()
+    assert torch.equal(by_id.encode(x, "verification", torch.arange(3)), parts[:, method.parts()["id"]])
 
 
 def test_training_killed_mid_epoch_resumes_bit_identically(tmp_path, monkeypatch):
@@ -130,7 +136,7 @@ def test_expression_stage_file_refuses_the_identity_parts(tmp_path):
     method.prepare()
     x = torch.zeros(1, 3, 100, 100)
     assert method.encode(x, "verification", torch.arange(1)).shape == (1, 6272)
-    with pytest.raises(BenchError, match=r"ExpCode_19.tar: the expression stage alone .* need the final model") as err:
+    with pytest.raises(BenchError, match=r"ExpCode_19.tar: the expression stage alone .* identity features \(parts\) need the final model") as err:
         method.encode(x, "parts", torch.arange(1))
     assert "\n" not in str(err.value)
 

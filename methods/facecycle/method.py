@@ -45,7 +45,7 @@ IDENTITY_VERSION = 1
 EXPRESSION_FIRST, EXPRESSION_DECAY = 0.2, 0.2
 IDENTITY_FIRST, IDENTITY_DECAY = 0.5, 0.1
 #: fields that only say how features are read (not in the artifact keys)
-_FEATURE_FIELDS = ("input_size", "checkpoint", "vgg_weights", "vgg_fallback", "ckpt_every")
+_FEATURE_FIELDS = ("input_size", "checkpoint", "vgg_weights", "vgg_fallback", "ckpt_every", "verification_features")
 _IDENTITY_FIELDS = ("id_epochs", "id_lr", "id_decay_epoch")
 VIEWS = ("fer", "verification", "parts")
 
@@ -69,6 +69,9 @@ class FaceCycleConfig(Config):
         vgg_weights: path of ``vgg19-dcbb9e9d.pth``; empty: torchvision's hub cache.
         vgg_fallback: without that file: ``random`` (a fixed seeded VGG19 for the perceptual
             term and the generator's front) or ``off`` (perceptual term off, seeded front).
+        verification_features: what ``verification`` reads: ``exp`` (the expression map, the
+            representation the paper counts) or ``id`` (the identity encoder's map, which the
+            identity cycle trains to carry the person; needs the final model).
         ckpt_every: also checkpoint every this many steps (0: once per epoch).
         checkpoint: the authors' file to load instead of training (``ExpCode_*.tar`` with three
             networks, or ``finalmodel.tar`` / ``idcode_*.tar`` with five; the paper preset's
@@ -89,6 +92,7 @@ class FaceCycleConfig(Config):
     perceptual_weight: float = 0.0
     vgg_weights: str = ""
     vgg_fallback: str = "random"
+    verification_features: str = "exp"
     ckpt_every: int = 0
     checkpoint: str = ""
 
@@ -125,6 +129,7 @@ class FaceCycleConfig(Config):
         "id_decay_epoch": at_least(1),
         "perceptual_weight": at_least(0),
         "vgg_fallback": choice(*VGG_FALLBACKS),
+        "verification_features": choice("exp", "id"),
         "ckpt_every": at_least(0),
         "vgg_weights": existing_file(f"give the path of vgg19-dcbb9e9d.pth or leave it empty"),
         "checkpoint": existing_file("give the path of a FaceCycle .tar file (or leave it empty to train)"),
@@ -135,6 +140,8 @@ class FaceCycleConfig(Config):
             raise BenchError(f"facecycle.train_size={self.train_size}: use a multiple of {ENCODER_STRIDE} (official: 64)")
         if (64 * self.width) % 4:
             raise BenchError(f"facecycle.width={self.width}: use a multiple of 1/16 (1 = the official networks)")
+        if self.verification_features == "id" and self.id_epochs == 0 and not self.checkpoint:
+            raise BenchError("facecycle.verification_features=id needs the identity cycle; set facecycle.id_epochs to 1 or more")
         official = {"width": 1.0, "train_size": 64, "generator_blocks": 8}
         differ = [f"{k}={getattr(self, k):g}" for k, v in official.items() if getattr(self, k) != v]
         if self.checkpoint and differ:
@@ -277,6 +284,8 @@ class FaceCycle(Method):
         super().__init__(cfg, variant, ctx)
         self.nets: Optional[FaceCycleNets] = None
         self.file = read_file(cfg.checkpoint, "facecycle.checkpoint") if cfg.checkpoint else None
+        if self.file is not None and not self.file.has_identity and cfg.verification_features == "id":
+            raise BenchError(f"{self.file.where}: facecycle.verification_features=id needs the identity encoder; this file holds the expression stage alone")
 
     @property
     def has_identity(self) -> bool:
@@ -306,14 +315,16 @@ class FaceCycle(Method):
         if view not in VIEWS:
             raise BenchError(f"facecycle has features for {', '.join(VIEWS)}, not {view!r}")
         x = normalise(x / 2 + 0.5)
-        if view != "parts":
+        if not self.reads_identity(view):
             return self.nets.expression.features(x)
         if not self.has_identity:
             where = self.file.where if self.file is not None else "facecycle.id_epochs=0"
             raise BenchError(
                 f"{where}: the expression stage alone (codegeneration, exptoflow, Swap_Generator) has no identity "
-                "encoder; the identity parts need the final model (finalmodel.tar, with idcodegen and Swap_Norm)"
+                f"encoder; the identity features ({view}) need the final model (finalmodel.tar, with idcodegen and Swap_Norm)"
             )
+        if view == "verification":
+            return self.nets.identity.features(x)
         small = x if x.shape[-1] == self.cfg.train_size else F.interpolate(
             x, size=(self.cfg.train_size,) * 2, mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.cfg.train_size
         )
@@ -321,8 +332,14 @@ class FaceCycle(Method):
         parts = [nets.expression.features(x), nets.identity.features(x), nets.expression(small).flatten(1), nets.identity(small).flatten(1)]
         return torch.cat(parts, dim=1)
 
+    def reads_identity(self, view: str) -> bool:
+        """Whether ``view``'s features come (partly) from the identity encoder."""
+        return view == "parts" or (view == "verification" and self.cfg.verification_features == "id")
+
     def feature_view(self, view: str) -> str:
-        return "parts" if view == "parts" else ""  # fer, knn and verification read the same map
+        if self.reads_identity(view):
+            return view
+        return ""  # fer, knn and verification read the same map
 
     @property
     def feature_dim(self) -> int:
