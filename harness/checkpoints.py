@@ -170,7 +170,11 @@ def weights_record(path: str | Path, **extra: Any) -> dict[str, Any]:
 
 
 def strict_state(
-    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], source: dict[str, str], where: str
+    expected: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    source: dict[str, str],
+    where: str,
+    sizes: str = "the authors' networks are the paper preset: add --preset paper",
 ) -> None:
     """Fail with one line unless ``given`` has exactly the keys and shapes of ``expected``.
 
@@ -179,6 +183,7 @@ def strict_state(
         given: the file's tensors, renamed to project names.
         source: project name -> the name in the file, so messages speak the file's language.
         where: the file and what it is loaded into, e.g. ``"ckpt.pth (latentface stage 1)"``.
+        sizes: what a shape mismatch usually means for this model (which settings to check).
     """
 
     def names(keys: list[str]) -> str:
@@ -196,8 +201,7 @@ def strict_state(
         k = wrong[0]
         raise BenchError(
             f"{where}: {source.get(k, k)} has shape {tuple(given[k].shape)}, the model expects {tuple(expected[k].shape)}"
-            f"{f' (+{len(wrong) - 1} more)' if len(wrong) > 1 else ''}; check the size settings (the released "
-            "networks are the paper preset: 64 px, width 1, 256-d latents)"
+            f"{f' (+{len(wrong) - 1} more)' if len(wrong) > 1 else ''}; check the size settings ({sizes})"
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from harness.accel import TrainConfig
 from harness.config import Config, PretrainConfig
 from harness.errors import BenchError
-from harness.registry import DATASETS, METHODS, PROTOCOLS
+from harness.registry import DATASETS, METHODS, PROTOCOLS, SUITES
 from harness.runner import Cell, Session
 
 
@@ -25,6 +25,8 @@ def known_sections() -> dict[str, type[Config]]:
     sections: dict[str, type[Config]] = {"pretrain": PretrainConfig, "train": TrainConfig}
     for registry in (METHODS, PROTOCOLS, DATASETS):
         sections.update({name: registry.get(name).Config for name in registry.names()})
+    # a suite's section takes its members' settings (those they share, SHARED_SECTIONS)
+    sections.update({name: DATASETS.get(members[0]).Config for name, members in SUITES.items()})
     return sections
 
 

@@ -18,8 +18,8 @@ from harness.config import PRESETS, check_sections, load_config_file, parse_over
 from harness.errors import BenchError
 from harness.io import UNWRITABLE, clean_temporary
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
-from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, load_plugins
-from harness.runner import Cell, Settings, dump_folder, session_for
+from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, SUITES, load_plugins
+from harness.runner import Cell, Session, Settings, dump_folder, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
@@ -41,6 +41,7 @@ examples:
   python run_bench.py --tables-only                    # regenerate tables and figures of {DEFAULT_STORE}/
   python run_bench.py --tables-only --results-dir {REFERENCE_STORE}
   python run_bench.py --export results.csv             # every result of the store as one tidy table
+  python run_bench.py --compare unsup3d,latentface:rdm-both --results-dir {REFERENCE_STORE}   # intervals, paired tests
 
 stores: a results folder holds result files, tables/ and figures/. Runs write to {DEFAULT_STORE}/ unless
 --results-dir says otherwise; the committed reference results on real faces are {REFERENCE_STORE}/.
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--methods", help="comma-separated methods, optionally method:variant (default: every method)")
     what.add_argument("--ablation", help="run the method variants of a paper ablation table: rdm (Table 4) or pixel (Table 3)")
     what.add_argument("--protocol", default="all", help="comma-separated protocols, or all: every protocol each dataset and method supports (default; see --list)")
-    what.add_argument("--datasets", default="synthetic", help="comma-separated datasets (default: synthetic, built in)")
+    what.add_argument("--datasets", help="comma-separated datasets or suites (default: synthetic, built in; with --compare: every dataset; verification-suite: every .bin verification set present)")
     what.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default="quick", choices=PRESETS, help="smoke (seconds), quick (minutes on a CPU, default), paper (GPU)")
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--tables-only", action="store_true", help="only regenerate the store's tables and figures from its result files")
     modes.add_argument("--export", metavar="FILE", help="write every result of the store as one table (.csv, or .parquet "
                        "with pyarrow): cell, config hash, metrics, seed, git sha, wall time; then exit")
+    modes.add_argument("--compare", metavar="A,B", help="compare two methods (method or method:variant) in the store: per "
+                       "protocol, dataset and number, each value with its 95 %% interval, the difference with its interval, "
+                       "the paired test's p-value and the smallest difference detectable at 80 %% power (docs/statistics.md)")
     return p
 
 
@@ -147,11 +151,36 @@ def method_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
     return out
 
 
-def plan(args: argparse.Namespace) -> list[Cell]:
-    """The cells to run, in a stable order; fails on unknown names or impossible combinations."""
+def expand_suites(names: list[str], session: Session) -> list[str]:
+    """``names`` with each dataset suite replaced by its members that are present; one line per
+    member skipped, an error when none is present."""
+    out: list[str] = []
+    for name in names:
+        if name not in SUITES:
+            out.append(name)
+            continue
+        present = []
+        for member in SUITES[name]:
+            why = session.dataset(member).missing()
+            if why:
+                print(f"{name}: skipping {member} ({why})")
+            else:
+                present.append(member)
+        if not present:
+            raise BenchError(
+                f"{name}: none of its datasets ({', '.join(SUITES[name])}) is present; put their files under "
+                f"--data-root or point --set {name}.folder=DIR at them"
+            )
+        out += [m for m in present if m not in out]
+    return out
+
+
+def plan(args: argparse.Namespace, datasets: list[str] | None = None) -> list[Cell]:
+    """The cells to run, in a stable order; fails on unknown names or impossible combinations.
+    ``datasets``: the names to use instead of ``--datasets`` (its suites expanded)."""
     mvs = method_variants(args)
     protocols = PROTOCOLS.names() if args.protocol == "all" else split(args.protocol)
-    datasets = split(args.datasets)
+    datasets = split(args.datasets or "synthetic") if datasets is None else datasets
     try:
         seeds = [int(s) for s in split(args.seeds)]
         if any(s < 0 for s in seeds):
@@ -193,6 +222,9 @@ def print_listing() -> None:
     print("datasets:")
     for name in DATASETS.names():
         print(f"  {name:18s} {', '.join(sorted(DATASETS.get(name).tasks))}")
+    print("dataset suites (--datasets NAME: every member that is present):")
+    for name, members in SUITES.items():
+        print(f"  {name:18s} {', '.join(members)}")
     print("ablations:")
     for name, ablation in ABLATIONS.items():
         print(f"  {name:6s} " + ", ".join(f"{m}:{v}" for m, v in ablation.rows))
@@ -241,9 +273,11 @@ def run(args: argparse.Namespace) -> int:
         print_listing()
         return 0
     store = Path(args.results_dir)
-    if args.tables_only or args.export:
-        if args.dry_run or (args.tables_only and args.export):
-            raise BenchError("--tables-only, --export and --dry-run are separate modes; give one of them")
+    if args.tables_only or args.export or args.compare:
+        if sum(map(bool, (args.dry_run, args.tables_only, args.export, args.compare))) > 1:
+            raise BenchError("--tables-only, --export, --compare and --dry-run are separate modes; give one of them")
+        if args.compare:
+            return compare_rows(args, store)
         if args.export:
             from harness.export import export
 
@@ -268,8 +302,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dump_features=args.dump_features,
     )
-    cells = plan(args)
     session = session_for(settings)
+    cells = plan(args, expand_suites(split(args.datasets or "synthetic"), session))
     check_run(session, cells)  # every setting, name, path and the data sizes, before any work
     paths = {cell: session.result_path(cell) for cell in cells}
     todo = [c for c in cells if args.rerun or not paths[c].exists() or missing_dump(settings, paths[c])]
@@ -302,6 +336,41 @@ def run(args: argparse.Namespace) -> int:
     if args.executor == "inline":  # jobs of the other executors ran in other processes
         print("\n" + timing.report(time.time() - tic))
     return 0
+
+
+def compare_rows(args: argparse.Namespace, store: Path) -> int:
+    """``--compare a,b``: print the comparison of two methods' results in the store."""
+    from harness import compare, tables
+
+    specs = split(args.compare)
+    if len(specs) != 2:
+        raise BenchError(f"--compare {args.compare!r}: expected two methods, a,b (each method or method:variant)")
+    grid = tables.Grid(tables.load_results(store))
+    rows = tuple(compare_row(grid, spec, store) for spec in specs)
+    protocols = [PROTOCOLS.get(p) for p in (PROTOCOLS.names() if args.protocol == "all" else split(args.protocol))]
+    datasets = split(args.datasets) if args.datasets else None
+    lines = compare.report(grid, rows, protocols, datasets)
+    if not lines:
+        where = f" on {args.datasets}" if datasets else ""
+        raise BenchError(f"{specs[0]} and {specs[1]} have no results of the same protocol and dataset{where} in {store}/; "
+                         "run both on the same protocol and dataset first")
+    print("\n".join(lines))
+    return 0
+
+
+def compare_row(grid, spec: str, store: Path):
+    """The table row of ``method[:variant]`` (the method's first variant by default) in ``grid``."""
+    name, _, variant = spec.partition(":")
+    variant = variant or (METHODS.get(name).variants[0] if name in METHODS else "default")
+    rows = [k for k in grid.rows() if k[:2] == (name, variant)]
+    if not rows:
+        have = sorted({f"{m}:{v}" for m, v, _ in grid.rows()})
+        raise BenchError(f"--compare: no results of {name}:{variant} in {store}/ (it has: {', '.join(have) or 'none'}); "
+                         "run it first or pick the store with --results-dir")
+    if len(rows) > 1:
+        raise BenchError(f"--compare: {name}:{variant} has results of {len(rows)} settings in {store}/ "
+                         f"({'; '.join(grid.label(k) for k in rows)}); compare in a store that holds one of them")
+    return rows[0]
 
 
 def missing_dump(settings: Settings, result_path: Path) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -99,6 +100,17 @@ def each(rule: Rule) -> Rule:
     return check
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A config class's field types, evaluated once (a large plan resolves thousands of configs)."""
+    return typing.get_type_hints(cls)
+
+
+def dotted(section: str) -> str:
+    """The prefix that names a key of ``section`` in messages (``mae.``; empty without a section)."""
+    return f"{section}." if section else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base class of all config sections.
@@ -123,7 +135,7 @@ class Config:
         if preset not in PRESETS:
             raise BenchError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         values = dict(cls.PRESETS.get(preset, {}))
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         names = cls.field_names()
         for key, raw in (overrides or {}).items():
             if key not in names:
@@ -147,17 +159,18 @@ class Config:
 
     def validate(self, section: str = "") -> None:
         """Check every field against its rule, then ``check()``; raises BenchError."""
-        prefix = f"{section}." if section else ""
+        prefix = dotted(section)
         for name, rule in self.rules().items():
             value = getattr(self, name)
             problem = rule(value)
             if problem:
                 shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 raise BenchError(f"{prefix}{name}={shown}: {problem}")
-        self.check()
+        self.check(section)
 
-    def check(self) -> None:
-        """Relations between fields; subclasses raise BenchError for impossible combinations."""
+    def check(self, section: str) -> None:
+        """Relations between fields; subclasses raise BenchError for impossible combinations,
+        naming each key as ``section.key`` (``dotted(section) + key``) and saying what to set."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

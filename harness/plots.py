@@ -3,28 +3,40 @@
 Every function takes plain numbers (no result files, no registries), so protocols can draw their
 own figures with them in ``Protocol.figures``. PNGs are written atomically and without a
 software-version stamp, so the same numbers give the same bytes and regenerated figures do not
-show up as changed in git.
+show up as changed in git. A figure records in its PNG a key of what it was drawn from (its
+numbers and this module's code) and is not drawn again while that key is unchanged: drawing is
+most of the time a regeneration of tables takes.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
+import hashlib
+import inspect
+import struct
 import textwrap
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from harness.io import atomic_path
 
-#: (mean, sd over seeds, number of seeds) of one bar; sd is 0 for a single seed.
-Stat = tuple[float, float, int]
+#: (mean over seeds, low and high end of its error bar) of one bar; nan ends: no error bar.
+Stat = tuple[float, float, float]
 
 
-def stat(values: Sequence[float]) -> Optional[Stat]:
-    """The ``Stat`` of some values (sd with ddof 1), None for none."""
+def stat(values: Sequence[float], interval: Optional[tuple[float, float]] = None) -> Optional[Stat]:
+    """The ``Stat`` of some values: the error bar is ``interval`` where given, else mean ± the sd
+    over seeds (ddof 1; none for one value); None for no values."""
     if not len(values):
         return None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+    mean = float(np.mean(values))
+    if interval is not None:  # the interval's estimate may differ from the mean in the last digits stored
+        return mean, min(interval[0], mean), max(interval[1], mean)
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+    return mean, mean - sd, mean + sd
 
 
 def pyplot() -> Any:
@@ -37,12 +49,78 @@ def pyplot() -> Any:
     return plt
 
 
+#: The PNG text field holding what a figure was drawn from, and the key of the figure being drawn.
+KEY_FIELD = "Source"
+_drawing: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("drawing", default=None)
+
+
 def save(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG at ``path`` (atomically, reproducibly) and close it."""
+    metadata = {"Software": None, **({KEY_FIELD: _drawing.get()} if _drawing.get() else {})}
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=dpi, metadata=metadata)
     pyplot().close(fig)
     return Path(path)
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` as nested tuples of exact reprs (arrays by their bytes, floats unrounded)."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return tuple((repr(k), _canonical(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
+    return repr(value)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_key() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The text fields of a PNG (read from its chunks before the image data; {} if unreadable)."""
+    fields = {}
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+                return {}
+            while True:
+                length, kind = struct.unpack(">I4s", handle.read(8))
+                if kind in (b"IDAT", b"IEND"):
+                    return fields
+                data = handle.read(length)
+                handle.read(4)  # CRC
+                if kind == b"tEXt":
+                    key, _, text = data.partition(b"\0")
+                    fields[key.decode("latin-1")] = text.decode("latin-1")
+    except (OSError, struct.error):
+        return {}
+
+
+def drawn_once(draw: Callable[..., Path]) -> Callable[..., Path]:
+    """Skip drawing when the PNG at ``path`` was drawn from the same arguments by the same code."""
+    signature = inspect.signature(draw)
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Path:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        path = Path(bound.arguments["path"])
+        inputs = {k: v for k, v in bound.arguments.items() if k != "path"}
+        key = hashlib.sha256(repr((_code_key(), draw.__name__, _canonical(inputs))).encode()).hexdigest()
+        if path.exists() and png_text(path).get(KEY_FIELD) == key:
+            return path
+        token = _drawing.set(key)
+        try:
+            return draw(*args, **kwargs)
+        finally:
+            _drawing.reset(token)
+
+    return wrapper
 
 
 def result_png(record: dict, folder: Path, kind: str = "") -> Optional[Path]:
@@ -74,8 +152,9 @@ class Bars:
     paper: dict[str, list[Optional[float]]] = dataclasses.field(default_factory=dict)
 
 
+@drawn_once
 def bar_chart(bars: Bars, path: Path) -> Path:
-    """A grouped bar chart: bars = mean over seeds with sd error bars, floors as dashed lines,
+    """A grouped bar chart: bars = mean over seeds with error bars (``Stat``), floors as dashed lines,
     the paper's numbers as black diamonds; the legend sits right of the axes."""
     plt = pyplot()
     n_groups, n_series = len(bars.groups), max(len(bars.series), 1)
@@ -88,7 +167,7 @@ def bar_chart(bars: Bars, path: Path) -> Path:
         xs = x0 - width * n_series / 2 + width * (i + 0.5)
         have = [g for g, s in enumerate(stats) if s is not None]
         mean = [stats[g][0] for g in have]
-        err = [stats[g][1] if stats[g][2] > 1 else np.nan for g in have]  # no bar for a single seed
+        err = np.array([[stats[g][0] - stats[g][1] for g in have], [stats[g][2] - stats[g][0] for g in have]]).reshape(2, -1)
         ax.bar(xs[have], mean, width * 0.9, yerr=err, capsize=2, color=colors[i % len(colors)], label=label,
                error_kw={"elinewidth": 0.8, "ecolor": "0.2"})
         for g, m in zip(have, mean):  # the value (72.3, 1.06), so the chart reads without the table
@@ -115,6 +194,7 @@ def bar_chart(bars: Bars, path: Path) -> Path:
     return save(fig, path)
 
 
+@drawn_once
 def roc_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str) -> Path:
     """ROC curves: ``{label: (false accept rates, true accept rates)}``, one line each.
 
@@ -140,6 +220,7 @@ def roc_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path:
     return save(fig, path)
 
 
+@drawn_once
 def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], path: Path, title: str, *,
             xlabel: str = "", ylabel: str = "", vmin: float | None = None, vmax: float | None = None,
             cmap: str = "Blues", fmt: str = "{:.2f}") -> Path:
@@ -164,6 +245,7 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], pat
     return save(fig, path)
 
 
+@drawn_once
 def curves(steps: dict[str, list[float]], epochs: dict[str, list[float]], path: Path, title: str) -> Path:
     """Training curves: one panel per loss term, per-step values (thin) and per-epoch means
     (dots at each epoch's last step); ``steps`` and ``epochs`` also hold their x values under

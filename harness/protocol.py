@@ -8,14 +8,16 @@ is one file in ``protocols/``.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol as TypingProtocol
 
 import numpy as np
 import torch
 
 from harness.config import Config
 from harness.datasets.base import FaceDataset, ImageSet
+from harness.stats import Estimate
 
 if TYPE_CHECKING:  # only for type hints: the method interface does not need protocols
     from harness.method import Method
@@ -36,6 +38,41 @@ class Features(TypingProtocol):
         ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """A number the protocol's tables show, as a statistic of one result's per-item outcomes.
+
+    Attributes:
+        statistic: (outcomes, item weights (B, n)) -> the number under each weighting (B,);
+            weights of ones give the number itself (``harness.stats.bootstrap_weights``).
+        correct: outcomes -> per-item correctness, where the number is its mean (an accuracy):
+            two rows are then compared by the exact McNemar test, else by the paired bootstrap.
+        higher_is_better: which way the best row of a column lies.
+        scale: how the number is shown (100: a fraction in percent).
+        bounds: the values the number can take (an interval is clipped to them: a rate's to [0, 1]).
+    """
+
+    statistic: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
+    correct: Optional[Callable[[dict[str, np.ndarray]], np.ndarray]] = None
+    higher_is_better: bool = True
+    scale: float = 100.0
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """What a table knows of one measure in one cell: its estimate (None where the results hold
+    no per-item outcomes) and whether it is its column's best or not significantly different."""
+
+    estimate: Optional[Estimate] = None
+    best: bool = False
+    tie: bool = False
+
+
+#: The mark of a row not significantly different from its column's best (explained in footers).
+TIE_MARK = "≈"
+
+
 class Protocol:
     """Base class of registered protocols.
 
@@ -47,6 +84,7 @@ class Protocol:
         metric: column label of the main table's cells.
         paper: the paper's numbers in percent: (method, variant) -> {dataset: (value, spread)}.
         note: a line for the footer of tables that show this protocol (e.g. what ± means).
+        unit: what its intervals' bootstrap resamples (said in footers): see ``resampling``.
     """
 
     name: ClassVar[str]
@@ -58,6 +96,7 @@ class Protocol:
     metric: ClassVar[str] = "acc"
     paper: ClassVar[dict[tuple[str, str], dict[str, tuple[float, float]]]] = {}
     note: ClassVar[str] = ""
+    unit: ClassVar[str] = "test images"
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -103,9 +142,33 @@ class Protocol:
         return f"accuracy {100 * cls.main_metric(metrics):.2f}"
 
     @classmethod
-    def cell(cls, records: list[dict]) -> str:
-        """A table cell from the result records of one row and dataset (seeds)."""
-        return mean_sd([cls.main_metric(r["metrics"]) for r in records]) + f" (n={len(records)})" if records else ""
+    def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
+        """A table cell from the result records of one row and dataset (seeds); ``stats`` holds
+        each measure's interval and rank in the column."""
+        if not records:
+            return ""
+        main = (stats or {}).get(cls.main_measure(records[0]["metrics"]))
+        return shown(mean_sd([cls.main_metric(r["metrics"]) for r in records]), main) + f" (n={len(records)})"
+
+    # --- statistics (harness.compare) -----------------------------------------------------------
+    @classmethod
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        """The numbers of a result that get intervals and paired tests, by metric name, computed
+        from the per-item outcomes ``evaluate`` returns under ``"outcomes"`` (stored beside the
+        metrics, ``harness.compare.pack``). None by default: a protocol without outcomes shows
+        bare numbers."""
+        return {}
+
+    @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        """The measure of ``main_metric`` ('' for none): its interval is the error bar of charts."""
+        return "accuracy"
+
+    @classmethod
+    def resampling(cls, outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """How the bootstrap resamples a result's items (``harness.stats.bootstrap_weights``'s
+        ``strata`` and ``clusters``; default: every item on its own, e.g. test images)."""
+        return {}
 
     @classmethod
     def paper_cell(cls, numbers: tuple[float, float]) -> str:
@@ -134,6 +197,16 @@ def mean_sd(values: list[float] | np.ndarray, scale: float = 100.0, digits: int 
     """``mean±sd`` (sd over seeds, ddof 1) of fractions, in percent; just the mean for one value."""
     a = scale * np.asarray(values, dtype=float)
     return f"{a.mean():.{digits}f}" if len(a) == 1 else f"{a.mean():.{digits}f}±{a.std(ddof=1):.{digits}f}"
+
+
+def shown(text: str, stat: Optional[Shown], scale: float = 100.0, digits: int = 1) -> str:
+    """A cell's number with its interval ``[low, high]``, in bold where it is its column's best,
+    marked ``TIE_MARK`` where it is not significantly different from the best."""
+    if stat is None or stat.estimate is None:
+        return text
+    e = stat.estimate
+    text = f"{text} [{scale * e.low:.{digits}f}, {scale * e.high:.{digits}f}]"
+    return f"**{text}**" if stat.best else f"{text} {TIE_MARK}" if stat.tie else text
 
 
 def seeded_generator(seed: int, salt: int = 0) -> torch.Generator:

@@ -56,6 +56,19 @@ register_protocol = PROTOCOLS.register
 register_dataset = DATASETS.register
 
 
+#: Dataset suites by name (``--datasets NAME`` runs every member that is present), in order.
+SUITES: dict[str, tuple[str, ...]] = {}
+
+
+def register_suite(name: str, members: Sequence[str]) -> None:
+    """Declare a dataset suite: ``--datasets NAME`` stands for the registered datasets
+    ``members`` whose files are present (``FaceDataset.missing``); ``--set NAME.key=value``
+    reaches every member whose config lists ``NAME`` in ``SHARED_SECTIONS``."""
+    if name in SUITES or name in DATASETS:
+        raise ValueError(f"dataset suite {name!r} is registered twice")
+    SUITES[name] = tuple(members)
+
+
 def list_methods(pattern: str = "*") -> list[str]:
     return METHODS.names(pattern)
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from harness import timing
+from harness import compare, timing
 from harness.accel import Accel, TrainConfig
 from harness.config import PretrainConfig, config_hash
 from harness.datasets.base import FaceDataset
@@ -105,7 +105,7 @@ class Session:
     def dataset(self, name: str) -> FaceDataset:
         if name not in self._datasets:
             cls = DATASETS.get(name)
-            cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name), name)
+            cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name, cls.Config.SHARED_SECTIONS), name)
             root = Path(self.settings.data_root).expanduser() if self.settings.data_root else None
             if cls.needs_root and (root is None or not root.is_dir()):
                 raise BenchError(
@@ -273,10 +273,12 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
     features = FeatureSource(method, dataset, protocol, Path(settings.cache_dir))
     with timing.stage(f"protocol {cell.protocol}"):
         metrics = protocol.evaluate(dataset, features, cell.seed)
+    outcomes = metrics.pop("outcomes", None)  # per-item, stored packed beside the metrics
     if settings.dump_features:
         identity = {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset, "result": str(path)}
         features.dump(dump_folder(settings, path), identity)
     record = {
+        "format": compare.FORMAT,
         "cell": {**dataclasses.asdict(cell), "config_hash": config_hash(resolved), "preset": settings.preset},
         "config": resolved,
         "metrics": metrics,
@@ -290,6 +292,8 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
             "wall_seconds": round(time.time() - tic, 3),
         },
     }
+    if outcomes is not None:
+        record["outcomes"] = compare.pack(outcomes)
     write_json(path, record)
     supersede(Path(settings.results_dir), session.stale(cell, resolved))
     # as it happens, so that a log (Slurm, nohup) shows each result, not only the final tables

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 
 from tabulate import tabulate
 
-from harness import plots
+from harness import compare, plots
 from harness.config import config_hash
 from harness.errors import BenchError
 from harness.io import atomic_path
@@ -27,8 +27,9 @@ from harness.registry import ABLATIONS, METHODS, PROTOCOLS, Ablation, load_plugi
 RowKey = tuple[str, str, str]  # method, variant, method-setting hash
 Column = tuple[type, str]  # protocol class, dataset
 BAR_CAPTION = (
-    "*Bars: each protocol's main metric x 100, mean over seeds; error bars: sd over seeds (none for one seed); "
-    "dashed lines: the sanity floors; black diamonds: the paper's numbers.*"
+    "*Bars: each protocol's main metric x 100, mean over seeds; error bars: its 95 % interval (the sd over seeds "
+    "where results have no per-item outcomes; none for one such seed); dashed lines: the sanity floors; black diamonds: "
+    "the paper's numbers.*"
 )
 
 
@@ -152,6 +153,8 @@ class Grid:
                 self.weights[key] = Path(r["config"]["weights"]["path"]).name
         self.notes: list[str] = []
         self.layouts: dict[str, Layout] = {}  # markdown body -> the layout that made it
+        self.stats = compare.Stats()
+        self._columns: dict[tuple, dict] = {}
 
     # --- rows and columns ---------------------------------------------------------------------
     def rows(self, wanted: Optional[Iterable[tuple[str, str]]] = None, protocols: Optional[Iterable[str]] = None) -> list[RowKey]:
@@ -206,6 +209,15 @@ class Grid:
             return keep
         return records
 
+    def column_stats(self, protocol: type, dataset: str, rows: Iterable[RowKey]) -> dict[RowKey, dict]:
+        """Each row's intervals and marks (``harness.protocol.Shown`` by measure) in the column
+        (protocol, dataset) of a table with these rows: the best row and its ties are ranked
+        among the table's rows only."""
+        memo = (protocol.name, dataset, tuple(rows))
+        if memo not in self._columns:
+            self._columns[memo] = self.stats.column(protocol, {k: self.records(k, protocol.name, dataset) for k in memo[2]})
+        return self._columns[memo]
+
     def records_of(self, protocol: str) -> list[dict]:
         """Every record of one protocol."""
         return [r for r in self.all if r["cell"]["protocol"] == protocol]
@@ -225,7 +237,7 @@ class Grid:
         headers, getters = ["Method"], []
         for protocol, dataset in layout.columns:
             headers.append(f"{dataset} {protocol.name} {protocol.metric}" if len(protocols) > 1 else f"{dataset} {protocol.metric}")
-            getters.append(lambda k, p=protocol, d=dataset: p.cell(self.records(k, p.name, d)))
+            getters.append(lambda k, p=protocol, d=dataset: p.cell(self.records(k, p.name, d), self.column_stats(p, d, rows)[k]))
             if any(self.paper_number(paper, k, protocol, dataset) for k in rows):
                 headers.append(f"{dataset} paper")
                 getters.append(lambda k, p=protocol, d=dataset: p.paper_cell(n) if (n := self.paper_number(paper, k, p, d)) else "")
@@ -252,8 +264,8 @@ class Grid:
 
     # --- figures ------------------------------------------------------------------------------
     def bars(self, layout: Layout, title: str) -> plots.Bars:
-        """The bar chart of a table: each row's ``Protocol.main_metric`` in percent, mean and sd
-        over seeds per column; floors as lines; the paper's first number as a marker."""
+        """The bar chart of a table: each row's ``Protocol.main_metric`` in percent, mean over
+        seeds and its interval per column; floors as lines; the paper's first number as a marker."""
         many = len({p for p, _ in layout.columns}) > 1
         groups = [f"{d} {p.name}" if many else d for p, d in layout.columns]
         series: dict[str, list] = {}
@@ -264,7 +276,9 @@ class Grid:
             stats = []
             for g, (protocol, dataset) in enumerate(layout.columns):
                 records = self.records(key, protocol.name, dataset)
-                stats.append(plots.stat([100 * protocol.main_metric(r["metrics"]) for r in records]))
+                main = self.column_stats(protocol, dataset, layout.rows)[key].get(protocol.main_measure(records[0]["metrics"])) if records else None
+                interval = (100 * main.estimate.low, 100 * main.estimate.high) if main and main.estimate else None
+                stats.append(plots.stat([100 * protocol.main_metric(r["metrics"]) for r in records], interval))
                 for r in records:
                     for name, value in protocol.floors(r["metrics"]).items():
                         scored.setdefault(name, [[] for _ in layout.columns])[g].append(100 * value)
@@ -285,6 +299,7 @@ def footer(records: list[dict], notes: list[str]) -> str:
     versions = ", ".join(sorted({f"{r['cell']['protocol']} v{r['config']['protocol']['version']}" for r in records}))
     lines = ["", "Percent; mean over seeds, n = number of seeds; ± is the sd over seeds unless said otherwise."]
     lines += [PROTOCOLS.get(p).note for p in protocols if p in PROTOCOLS and PROTOCOLS.get(p).note]
+    lines += compare.footer_lines([PROTOCOLS.get(p) for p in protocols if p in PROTOCOLS], records)
     lines.append(f"Code versions (git): {', '.join(shas)}. Protocols: {versions}.")
     lines += [f"Note: {n}" for n in sorted(set(notes))]
     newest = max((r["provenance"]["end_time"] for r in records), default="")

@@ -16,15 +16,18 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from lightly.models import utils
-from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from harness.config import at_least, choice, fraction
+from harness.config import at_least, choice, dotted, fraction
 from harness.errors import BenchError
+from harness.lazy import lazy
 from harness.registry import register_method
 from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, SelfSupervisedNet
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+utils = lazy("lightly.models.utils")
+lightly_modules = lazy("lightly.models.modules")
+vision_transformer = lazy("timm.models.vision_transformer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +101,15 @@ class MAEConfig(SelfSupervisedConfig):
         "pool": choice("cls", "mean"),
     }
 
-    def check(self) -> None:
-        super().check()
-        if self.input_size % self.patch_size:
-            raise BenchError(f"mae.input_size {self.input_size} is not a multiple of mae.patch_size {self.patch_size}")
-        for width, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
-            if getattr(self, width) % getattr(self, heads):
-                raise BenchError(f"mae.{width}={getattr(self, width)} is not a multiple of mae.{heads}={getattr(self, heads)}")
+    def check(self, section: str) -> None:
+        super().check(section)
+        p = dotted(section)
+        for whole, part in (("input_size", "patch_size"), ("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, whole) % getattr(self, part):
+                raise BenchError(
+                    f"{p}{whole}={getattr(self, whole)}: not a multiple of {p}{part} ({getattr(self, part)}); "
+                    f"set {p}{whole} to a multiple of it or change {p}{part}"
+                )
 
 
 class MAENet(SelfSupervisedNet):
@@ -113,7 +118,7 @@ class MAENet(SelfSupervisedNet):
     def __init__(self, cfg: MAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        vit = VisionTransformer(
+        vit = vision_transformer.VisionTransformer(
             img_size=cfg.input_size,
             patch_size=cfg.patch_size,
             embed_dim=cfg.embed_dim,
@@ -122,10 +127,10 @@ class MAENet(SelfSupervisedNet):
             num_classes=0,
         )
         # lightly applies MAE's initialisation and fixed 2-D sine-cosine position embeddings.
-        self.encoder = MaskedVisionTransformerTIMM(vit=vit)
+        self.encoder = lightly_modules.MaskedVisionTransformerTIMM(vit=vit)
         self.feature_dim = cfg.embed_dim
         self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_dim)
-        self.decoder = MaskedVisionTransformerDecoderTIMM(
+        self.decoder = lightly_modules.MaskedVisionTransformerDecoderTIMM(
             num_patches=vit.patch_embed.num_patches,
             embed_dim=cfg.decoder_dim,
             depth=cfg.decoder_depth,

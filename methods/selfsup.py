@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, between, positive
+from harness.config import Config, at_least, between, dotted, positive
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.train import fit
@@ -58,9 +58,13 @@ class SelfSupervisedConfig(Config):
         "warmup_epochs": at_least(0), "grad_clip": at_least(0),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
+        p = dotted(section)
         if self.warmup_epochs >= self.epochs:
-            raise BenchError(f"warmup_epochs must be below epochs, got {self.warmup_epochs} of {self.epochs}")
+            raise BenchError(
+                f"{p}warmup_epochs={self.warmup_epochs}: must be below {p}epochs ({self.epochs}); "
+                f"set {p}warmup_epochs lower or {p}epochs higher"
+            )
 
 
 class SelfSupervisedNet(nn.Module):

@@ -16,20 +16,25 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import timm
 import torch
 from torch import nn
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
-from torchvision.ops import roi_align
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from harness.config import at_least, positive, probability, between
+from harness.config import at_least, between, dotted, positive, probability
 from harness.errors import BenchError
+from harness.lazy import lazy
 from harness.registry import register_method
 from methods.selfsup import SelfSupervisedBaseline, SelfSupervisedConfig, SelfSupervisedNet
+
+# Imported on first use: registering the method (tables, --status) builds no network.
+timm = lazy("timm")
+lightly_loss = lazy("lightly.loss")
+lightly_modules = lazy("lightly.models.modules")
+ops = lazy("torchvision.ops")
+v2 = lazy("torchvision.transforms.v2")
+TF = lazy("torchvision.transforms.v2.functional")
+color = lazy("torchvision.transforms.v2.functional._color")
+#: Backbones the presets name: known timm ResNets, checked without importing timm (tests confirm them).
+PRESET_BACKBONES = ("resnet18", "resnet50")
 
 # Colour-jitter amounts of lightly's SimCLRTransform (= the SimCLR paper's), scaled by
 # ``cj_strength``; tests check they still match lightly's defaults.
@@ -93,10 +98,11 @@ class SimCLRConfig(SelfSupervisedConfig):
         "random_gray_scale": probability, "hf_prob": probability, "gaussian_blur": probability,
     }
 
-    def check(self) -> None:
-        super().check()
-        if not self.backbone.startswith("resnet") or not timm.is_model(self.backbone):
-            raise BenchError(f"simclr.backbone must be a timm ResNet (resnet18, resnet50...), got {self.backbone!r}")
+    def check(self, section: str) -> None:
+        super().check(section)
+        known = self.backbone in PRESET_BACKBONES
+        if not self.backbone.startswith("resnet") or not (known or timm.is_model(self.backbone)):
+            raise BenchError(f"{dotted(section)}backbone={self.backbone}: not a timm ResNet; set a timm ResNet name (resnet18, resnet50...)")
 
 
 class SimCLRAugment:
@@ -143,7 +149,7 @@ class SimCLRAugment:
             boxes.append([b, p["left"], p["top"], p["left"] + p["width"], p["top"] + p["height"]])
         rois = torch.tensor(boxes, dtype=x.dtype, device=x.device)
         size = self.cfg.input_size
-        return roi_align(x, rois, output_size=(size, size), aligned=True)
+        return ops.roi_align(x, rois, output_size=(size, size), aligned=True)
 
     def color_jitter(self, x: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
         """torchvision's ColorJitter with per-image factors; images where ``apply`` is False pass unchanged."""
@@ -178,9 +184,9 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     torchvision's public ``adjust_hue`` takes one factor per call; its HSV kernels, used here,
     take the whole batch, so each image gets its own shift in one pass.
     """
-    h, s, v = _rgb_to_hsv(x).unbind(dim=-3)
+    h, s, v = color._rgb_to_hsv(x).unbind(dim=-3)
     h = (h + shift.view(-1, 1, 1)).remainder(1.0)
-    return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+    return color._hsv_to_rgb(torch.stack((h, s, v), dim=-3))
 
 
 class SimCLRNet(SelfSupervisedNet):
@@ -194,8 +200,8 @@ class SimCLRNet(SelfSupervisedNet):
         )
         self.feature_dim = self.backbone.num_features
         # SimCLR keeps the hidden layers as wide as the features (2048 for ResNet-50).
-        self.head = SimCLRProjectionHead(self.feature_dim, self.feature_dim, cfg.proj_dim, num_layers=cfg.proj_layers)
-        self.criterion = NTXentLoss(temperature=cfg.temperature)
+        self.head = lightly_modules.SimCLRProjectionHead(self.feature_dim, self.feature_dim, cfg.proj_dim, num_layers=cfg.proj_layers)
+        self.criterion = lightly_loss.NTXentLoss(temperature=cfg.temperature)
         self.augment = SimCLRAugment(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

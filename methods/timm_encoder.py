@@ -4,7 +4,8 @@ The variant is the timm model name (``timm:resnet50``, ``timm:vit_small_patch16_
 ``timm.list_models()`` knows, with or without a pretrained tag such as ``resnet50.a1_in1k``).
 Weights come from ``--set timm.weights=PATH`` (``.pth``/``.pt``/``.bin`` read without running
 code, or ``.safetensors``), or, with no path, from timm's own download where the machine is
-online. A file's classifier head may be present or absent: it is matched to the file, then
+online (with its progress bar) or from timm's cache where it was downloaded before. Without a
+file, a cached copy or a reachable hub, the run stops before any work starts, within seconds. A file's classifier head may be present or absent: it is matched to the file, then
 ignored. Nothing is trained; the file's sha256 identifies the model in caches and results.
 
 Input: the face images resized to the model's pretrained input size and normalised with its
@@ -16,7 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import socket
+import threading
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 import torch
 
@@ -75,6 +80,48 @@ def fit_classifier(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> No
         model.reset_classifier(weight.shape[0])
 
 
+#: How long the reachability check waits for the hub (a DNS lookup included).
+HUB_TIMEOUT_S = 2.0
+
+
+def cached_pretrained(pretrained_cfg: dict) -> bool:
+    """Whether timm's pretrained weights for this config are on this machine already (the
+    Hugging Face cache or torch hub's folder), so that loading them needs no network."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models._hub import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, check_cached_file
+
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if hub_id:
+        repo, _, revision = hub_id.partition("@")
+        names = [pretrained_cfg["hf_hub_filename"]] if pretrained_cfg.get("hf_hub_filename") else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        if any(isinstance(try_to_load_from_cache(repo, name, revision=revision or None), str) for name in names):
+            return True
+    url = pretrained_cfg.get("url")
+    return bool(url) and check_cached_file(url)
+
+
+def hub_unreachable() -> Optional[str]:
+    """Why the model hub cannot be reached from here, or None; answers within ``HUB_TIMEOUT_S``
+    (timm's own download retries for about a minute before it gives up)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    problem: list[str] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
+        except OSError as exc:
+            problem.append(f"{host} cannot be reached: {exc.strerror or exc}")
+
+    probe = threading.Thread(target=connect, daemon=True)  # a hung DNS lookup has no timeout of its own
+    probe.start()
+    probe.join(HUB_TIMEOUT_S)
+    return f"{host} did not answer within {HUB_TIMEOUT_S:.0f} s" if probe.is_alive() else (problem[0] if problem else None)
+
+
 @register_method("timm")
 class TimmEncoder(Method):
     """A pretrained timm model, frozen; features are its pooled pre-logits."""
@@ -89,15 +136,28 @@ class TimmEncoder(Method):
             raise BenchError(f"timm has no model {variant!r}; find names with: python -c \"import timm; print(timm.list_models('*res*'))\"")
         super().__init__(cfg, variant, ctx)
         self.net: Optional[torch.nn.Module] = None
+        if not cfg.weights and not cached_pretrained(self.shapes.pretrained_cfg):
+            why = hub_unreachable()
+            if why:
+                raise BenchError(
+                    f"timm:{variant}: no timm.weights, no cached copy of its pretrained weights, and the model hub cannot "
+                    f"be reached ({why}); give a local file with --set timm.weights=PATH"
+                )
+
+    @functools.cached_property
+    def shapes(self) -> torch.nn.Module:
+        """The model on the meta device: its configs and shapes, no weights."""
+        import timm
+
+        with torch.device("meta"):
+            return timm.create_model(self.variant, pretrained=False)
 
     @functools.cached_property
     def data_config(self) -> dict[str, Any]:
         """Input size, mean and std from the model's pretrained config (shapes only, no weights)."""
-        import timm
         from timm.data import resolve_model_data_config
 
-        with torch.device("meta"):
-            return resolve_model_data_config(timm.create_model(self.variant, pretrained=False))
+        return resolve_model_data_config(self.shapes)
 
     @property
     def input_size(self) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ from harness.config import Config, at_least
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.errors import BenchError
 from harness.method import Method
-from harness.protocol import Features, Protocol
+from harness.protocol import Features, Measure, Protocol, Shown, shown
+from harness.stats import weighted_mean
 from harness.registry import register_protocol
 
 EPS = 1e-7
@@ -210,11 +212,18 @@ class Depth(Protocol):
             "mean_train": train_target.nanmean(0).nan_to_num(1.0).expand_as(target),
         }
         rescaled = rescale_relief(pred, scale)
-        metrics = summarise(score(rescaled, target, tan_half))
-        metrics.update({f"{k}_raw": v for k, v in summarise(score(pred, target, tan_half)).items() if not k.startswith("coverage")})
+        scored = {"": score(rescaled, target, tan_half), "_raw": score(pred, target, tan_half)}
+        metrics = summarise(scored[""])
+        metrics.update({f"{k}_raw": v for k, v in summarise(scored["_raw"]).items() if not k.startswith("coverage")})
         metrics["relief_scale"] = scale
         for name, floor in floors.items():
-            metrics.update({f"{name}_{k}": v for k, v in summarise(score(floor, target, tan_half)).items()})
+            scored[name] = score(floor, target, tan_half)
+            metrics.update({f"{name}_{k}": v for k, v in summarise(scored[name]).items()})
+        # per test image (nan: not defined), in the split's order: what a paired comparison needs
+        metrics["outcomes"] = {
+            measure_key(prefix, error, suffix): scored[suffix or prefix.rstrip("_")][error].numpy()
+            for prefix, suffix in OUTCOME_SETS for error in ("side", "mad")
+        }
         shown = min(self.cfg.examples, len(pred))
         small = F.interpolate(test.images[:shown].float(), size=pred.shape[-2:], mode="area").round().to(torch.uint8)
         metrics["examples"] = {
@@ -231,6 +240,18 @@ class Depth(Protocol):
         return float(metrics["side"])
 
     @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        return "side"
+
+    @classmethod
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        """SIDE and MAD after calibration (SIDE first: the main metric), as predicted, and the floors'."""
+        return {measure_key(prefix, error, suffix): Measure(lambda o, w, key=measure_key(prefix, error, suffix): weighted_mean(o[key], w),
+                                                           higher_is_better=False, scale=100.0 if error == "side" else 1.0,
+                                                           bounds=(0.0, math.inf))
+                for prefix, suffix in OUTCOME_SETS for error in ("side", "mad")}
+
+    @classmethod
     def floors(cls, metrics: dict) -> dict[str, float]:
         return {"flat plane": float(metrics["flat_side"]), "mean training depth": float(metrics["mean_train_side"])}
 
@@ -244,14 +265,18 @@ class Depth(Protocol):
         )
 
     @classmethod
-    def cell(cls, records: list[dict], prefix: str = "", suffix: str = "") -> str:
+    def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None, prefix: str = "", suffix: str = "") -> str:
         if not records:
             return ""
+        stats = stats or {}
         sides = 100 * np.array([r["metrics"][f"{prefix}side{suffix}"] for r in records])
         mads = np.array([r["metrics"][f"{prefix}mad{suffix}"] for r in records])
-        if len(records) == 1:
-            return f"{sides[0]:.3f} / {mads[0]:.2f}"
-        return f"{sides.mean():.3f}±{sides.std(ddof=1):.3f} / {mads.mean():.2f}±{mads.std(ddof=1):.2f} (n={len(records)})"
+        one = len(records) == 1
+        side_text = shown(f"{sides[0]:.3f}" if one else f"{sides.mean():.3f}±{sides.std(ddof=1):.3f}",
+                          stats.get(measure_key(prefix, "side", suffix)), digits=3)
+        mad_text = shown(f"{mads[0]:.2f}" if one else f"{mads.mean():.2f}±{mads.std(ddof=1):.2f}",
+                         stats.get(measure_key(prefix, "mad", suffix)), scale=1, digits=2)
+        return f"{side_text} / {mad_text}" + ("" if one else f" (n={len(records)})")
 
     @classmethod
     def tables(cls, grid) -> dict[str, tuple[str, str]]:
@@ -262,23 +287,36 @@ class Depth(Protocol):
         for d in datasets:
             headers += [f"{d} {cls.metric}", f"{d} as predicted", f"{d} relief scale"]
         body = []
+        stats = {d: grid.column_stats(cls, d, rows) for d in datasets}
         for k in rows:
             line = [grid.label(k)]
             for d in datasets:
                 records = grid.records(k, cls.name, d)
                 scales = [r["metrics"]["relief_scale"] for r in records]
-                line += [cls.cell(records), cls.cell(records, suffix="_raw"), f"{np.mean(scales):.2f}" if scales else ""]
+                line += [cls.cell(records, stats[d][k]), cls.cell(records, stats[d][k], suffix="_raw"),
+                         f"{np.mean(scales):.2f}" if scales else ""]
             body.append(line)
-        # the floors as scored by the first result the table shows on each dataset
+        # the floors as scored by the first result the table shows on each dataset (intervals, no ranks)
         first = {d: next((rs[:1] for k in rows if (rs := grid.records(k, cls.name, d))), []) for d in datasets}
         for prefix, label in (("flat_", "flat plane (floor)"), ("mean_train_", "mean training depth (floor)")):
-            body.append([label, *(cell for d in datasets for cell in (cls.cell(first[d], prefix), "", ""))])
+            floor_stats = {d: {key: Shown(grid.stats.estimate(cls, first[d], key))
+                               for key in (measure_key(prefix, "side", ""), measure_key(prefix, "mad", ""))} for d in datasets}
+            body.append([label, *(cell for d in datasets for cell in (cls.cell(first[d], floor_stats[d], prefix), "", ""))])
         return {cls.table[0]: (cls.table[1], tabulate(body, headers=headers, tablefmt="github"))}
 
     @classmethod
     def figures(cls, grid, folder: Path) -> list[Path]:
         """Per result: input, true and predicted depth, and both normal maps of a few test images."""
         return [path for r in grid.records_of(cls.name) if (path := depth_figure(r, folder / r["cell"]["dataset"]))]
+
+
+#: The per-image errors a result keeps: (prefix, suffix) of the metrics: calibrated, as predicted, floors.
+OUTCOME_SETS = (("", ""), ("", "_raw"), ("flat_", ""), ("mean_train_", ""))
+
+
+def measure_key(prefix: str, error: str, suffix: str) -> str:
+    """The metric name of an error (``side``, ``mad``) of one outcome set: ``flat_side``, ``mad_raw``."""
+    return f"{prefix}{error}{suffix}"
 
 
 def rounded(maps: torch.Tensor) -> list:

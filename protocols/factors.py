@@ -42,7 +42,8 @@ from harness import plots
 from harness.config import Config, at_least, between
 from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.errors import BenchError
-from harness.protocol import Features, Protocol, mean_sd
+from harness.protocol import Features, Measure, Protocol, mean_sd, shown
+from harness.stats import weighted_mean
 from harness.registry import register_protocol
 from protocols.fer import FERConfig, predict, train_probe
 from protocols.verification import best_threshold, cosine_scores
@@ -126,39 +127,73 @@ class GroupedRidge:
         return self._coef(self.full, y, np.full(y.shape[1], self.alphas[errors.argmin()]))
 
 
-def r2(ridge: GroupedRidge, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Mean over target columns of the held-out R^2 of the ridge regression (``ridge`` holds the
-    standardised training design; targets are standardised with training statistics)."""
+def residual_shares(ridge: GroupedRidge, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> np.ndarray:
+    """Each test image's part of the held-out R^2's residual, so that R^2 (the mean over target
+    columns of 1 - residual / total sum of squares) is 1 - their mean: its squared error per
+    column over the column's total, summed and scaled by images / columns. ``ridge`` holds the
+    standardised training design; targets are standardised with training statistics."""
     train_y, test_y = standardise(train_y, test_y)
     coef, intercept = ridge.fit(train_y)
-    residual = ((test_y - test_x @ coef - intercept) ** 2).sum(0)
+    residual = (test_y - test_x @ coef - intercept) ** 2
     total = ((test_y - test_y.mean(0)) ** 2).sum(0)
-    return float(np.mean(1 - residual / np.maximum(total, 1e-12)))
+    return (residual / np.maximum(total, 1e-12)).sum(1) * len(test_y) / test_y.shape[1]
 
 
-def verification_accuracy(f: torch.Tensor, pairs: PairList) -> float:
-    """10-fold accuracy of the cosine score, each fold's threshold chosen on the other folds."""
+def fold_mean(values: np.ndarray, fold: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mean over folds of each fold's weighted mean of ``values`` (nan: not a fold's item),
+    under item weights (B, n) -> (B,); weights of ones give the 10-fold accuracy."""
+    folds = np.unique(fold[np.isfinite(values)])
+    return np.mean([weighted_mean(np.where(fold == k, values, np.nan), weights) for k in folds], axis=0)
+
+
+def verification_correct(f: torch.Tensor, pairs: PairList) -> np.ndarray:
+    """Whether the cosine score decides each pair right, each fold's threshold chosen on the other folds."""
     scores, same = cosine_scores(f, pairs), pairs.same.numpy()
-    accuracies = []
+    correct = np.zeros(len(pairs), dtype=bool)
     for k in range(pairs.n_folds):
         test = (pairs.fold == k).numpy()
         threshold, _ = best_threshold(scores[~test], same[~test])
-        accuracies.append(((scores[test] > threshold) == same[test]).mean())
-    return float(np.mean(accuracies))
+        correct[test] = (scores[test] > threshold) == same[test]
+    return correct
 
 
-def nearest_neighbour_identification(f: torch.Tensor, identities: torch.Tensor) -> float:
-    """Share of images whose most cosine-similar other image shows the same person."""
+def nearest_neighbour_correct(f: torch.Tensor, identities: torch.Tensor) -> np.ndarray:
+    """Whether each image's most cosine-similar other image shows the same person."""
     fn = torch.nn.functional.normalize(f.float(), dim=1)
     sim = fn @ fn.T
     sim.fill_diagonal_(-math.inf)
-    return float((identities[sim.argmax(1)] == identities).float().mean())
+    return (identities[sim.argmax(1)] == identities).numpy()
 
 
-def expression_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                        n_classes: int, epochs: int, seed: int) -> float:
+def expression_correct(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                       n_classes: int, epochs: int, seed: int) -> np.ndarray:
+    """Whether the expression probe classifies each test image right."""
     probe = train_probe(train_x.float(), train_y, n_classes, FERConfig(epochs=epochs), seed)
-    return float((predict(probe, test_x.float()) == test_y).float().mean())
+    return (predict(probe, test_x.float()) == test_y).numpy()
+
+
+#: Every score of a part, and the items its outcomes are on: 0 pairs, 1 the pairs' images, 2 test images.
+SCORES = {"identity": 0, "identity_nn": 1, "expression": 2, **{factor: 2 for factor in REGRESSED}}
+
+
+def factor_items(pairs: PairList, pair_images: ImageSet, test: ImageSet) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    """A result's items -- the pairs, then the pairs' images, then the test images -- by each
+    one's person (a pair: its first image's) and verification fold (-1: a test image): the
+    bootstrap resamples people, verification people within their folds. Also the three sizes."""
+    pair_people = pair_images.identities.numpy()
+    first = pair_people[pairs.left.numpy()]
+    fold_of = dict(zip(first.tolist(), pairs.fold.tolist()))
+    person = np.concatenate([first, pair_people, test.identities.numpy()])
+    fold = np.concatenate([pairs.fold.numpy(), [fold_of.get(p, -1) for p in pair_people.tolist()], np.full(len(test), -1)])
+    return {"person": person, "fold": fold}, (len(pairs), len(pair_images), len(test))
+
+
+def placed(values: np.ndarray, which: int, sizes: tuple[int, ...]) -> np.ndarray:
+    """Per-item values of item set ``which`` in the whole item list (nan elsewhere)."""
+    out = np.full(sum(sizes), np.nan)
+    start = sum(sizes[:which])
+    out[start : start + sizes[which]] = values
+    return out
 
 
 def regression_targets(images: ImageSet) -> dict[str, np.ndarray]:
@@ -234,11 +269,12 @@ class Factors(Protocol):
     Config = FactorsConfig
     table = ("table5_factors", "Table 5 measured: the best part for each factor (score, part; ✓ = clearly above chance and better than the method's other parts)")
     metric = "DCI disentanglement"
+    unit = "people (a pair goes with its first image's person; verification people within their folds)"
     version = "2"  # 2: the nearest-neighbour identification chance counts only the people in the pairs
     note = (
         "Factors: identity = 10-fold cosine verification accuracy on held-out people; expression = 7-class probe "
         "accuracy; light, pose, texture, shape = held-out R^2 (percent); D, C = DCI disentanglement and completeness "
-        "(0-1); a one-part method can only show that a factor is present."
+        "(0-1; fit on the training people, so no test-set interval); a one-part method can only show that a factor is present."
     )
 
     def images(self, dataset: FaceDataset, split: str) -> ImageSet:
@@ -253,17 +289,20 @@ class Factors(Protocol):
         n_classes = len(train.class_names)
         per_part = {}
         people = train.identities.numpy()
+        outcomes, sizes = factor_items(pairs, pair_images, test)  # per item: what a paired comparison needs
         for name, cols in parts.items():
             tr, te, pa = x_train[:, cols], x_test[:, cols], x_pairs[:, cols]
             design, held_out = standardise(tr.double().numpy(), te.double().numpy())
             ridge = GroupedRidge(design, people)
-            scores = {
-                "identity": verification_accuracy(pa, pairs),
-                "identity_nn": nearest_neighbour_identification(pa, pair_images.identities),
-                "expression": expression_accuracy(tr, train.labels, te, test.labels, n_classes, self.cfg.probe_epochs, seed),
+            items = {
+                "identity": verification_correct(pa, pairs),
+                "identity_nn": nearest_neighbour_correct(pa, pair_images.identities),
+                "expression": expression_correct(tr, train.labels, te, test.labels, n_classes, self.cfg.probe_epochs, seed),
+                **{factor: residual_shares(ridge, train_targets[factor], held_out, test_targets[factor]) for factor in REGRESSED},
             }
-            for factor in REGRESSED:
-                scores[factor] = r2(ridge, train_targets[factor], held_out, test_targets[factor])
+            outcomes.update({f"{name}/{score}": placed(values, SCORES[score], sizes) for score, values in items.items()})
+            scores = {score: float(self.measures({"parts": {name: {}}})[f"{name}/{score}"].statistic(outcomes, np.ones((1, sum(sizes))))[0])
+                      for score in SCORES}
             per_part[name] = {**scores, "width": int(tr.shape[1])}
         counts = pair_images.identities.unique(return_counts=True)[1].double()
         chance = {
@@ -308,11 +347,37 @@ class Factors(Protocol):
             "n_train": int(len(x_train)),
             "n_test": int(len(x_test)),
             "n_pairs": int(len(pairs)),
+            "outcomes": outcomes,
         }
 
     @classmethod
     def main_metric(cls, metrics: dict) -> float:
         return float(metrics["disentanglement"])
+
+    @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        return ""  # D: fit on the training people, no test-set interval
+
+    @classmethod
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        """Every part's scores (``part/score``): identity as the 10-fold accuracy over pairs, the
+        nearest-neighbour and expression accuracies (exact McNemar), R^2 as 1 - the mean residual share.
+        D and C are fit on the training people: no test-set interval."""
+        out = {}
+        for part in metrics["parts"]:
+            for score in SCORES:
+                key = f"{part}/{score}"
+                if score == "identity":
+                    out[key] = Measure(lambda o, w, key=key: fold_mean(o[key], o["fold"], w))
+                elif score in REGRESSED:
+                    out[key] = Measure(lambda o, w, key=key: 1 - weighted_mean(o[key], w), bounds=(-math.inf, 1.0))
+                else:
+                    out[key] = Measure(lambda o, w, key=key: weighted_mean(o[key], w), correct=lambda o, key=key: o[key] > 0)
+        return out
+
+    @classmethod
+    def resampling(cls, outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"clusters": outcomes["person"], "strata": outcomes["fold"]}
 
     @classmethod
     def summary(cls, metrics: dict) -> str:
@@ -325,15 +390,17 @@ class Factors(Protocol):
         rows = grid.rows(protocols=[cls.name])
         main, detail = [], []
         several = len(grid.columns(cls.name, rows)) > 1
+        ranks = {dataset: cls.ranks(grid, rows, dataset) for dataset in grid.columns(cls.name, rows)}
         for key in rows:
             for dataset in grid.columns(cls.name, [key]):
                 records = grid.records(key, cls.name, dataset)
                 label = grid.label(key) + (f" ({dataset})" if several else "")
                 first = records[0]["metrics"]
+                best, every = ranks[dataset]
                 cells = []
                 for factor in FACTORS:
                     part = first["checks"][factor]["part"]
-                    score = mean_sd([r["metrics"]["parts"][part][factor] for r in records])
+                    score = shown(mean_sd([r["metrics"]["parts"][part][factor] for r in records]), best[factor].get(key))
                     checks = sum(r["metrics"]["checks"][factor]["check"] for r in records)
                     mark = " ✓" if checks == len(records) else (f" ✓{checks}/{len(records)}" if checks else "")
                     cells.append(f"{score} {part}{mark}")
@@ -341,7 +408,8 @@ class Factors(Protocol):
                 c = mean_sd([r["metrics"]["completeness"] for r in records], scale=1)
                 main.append([label, *cells, d, c, first["embedding_size"], len(records)])
                 for part, scores in first["parts"].items():
-                    values = [mean_sd([r["metrics"]["parts"][part][f] for r in records]) for f in ("identity", "identity_nn", *FACTORS[1:])]
+                    values = [shown(mean_sd([r["metrics"]["parts"][part][f] for r in records]), every[f].get((key, part)))
+                              for f in ("identity", "identity_nn", *FACTORS[1:])]
                     part_d = mean_sd([r["metrics"]["dci_parts"][part]["disentanglement"] for r in records], scale=1)
                     detail.append([label, part, scores["width"], *values, part_d])
         headers = ["Method", *[f.capitalize() for f in FACTORS], "D", "C", "Embedding size", "n"]
@@ -353,6 +421,17 @@ class Factors(Protocol):
                 tabulate(detail, headers=detail_headers, tablefmt="github"),
             ),
         }
+
+    @classmethod
+    def ranks(cls, grid, rows: list, dataset: str) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Intervals and marks per factor column on one dataset: of each method's best part (the
+        main table's cells, by row), and of every part (the part table's, by (row, part))."""
+        cells = {key: records for key in rows if (records := grid.records(key, cls.name, dataset))}
+        best = {factor: grid.stats.rank(cls, {key: (rs, f"{rs[0]['metrics']['checks'][factor]['part']}/{factor}") for key, rs in cells.items()})
+                for factor in FACTORS}
+        every = {score: grid.stats.rank(cls, {(key, part): (rs, f"{part}/{score}") for key, rs in cells.items() for part in rs[0]["metrics"]["parts"]})
+                 for score in SCORES}
+        return best, every
 
     @classmethod
     def figures(cls, grid, folder: Path) -> list[Path]:

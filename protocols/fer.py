@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from torch import nn
 from harness import plots
 from harness.config import Config, at_least, choice, fraction, positive
 from harness.datasets.base import FaceDataset, ImageSet
-from harness.protocol import Features, Protocol, mean_sd, seeded_generator
+from harness.protocol import Features, Measure, Protocol, Shown, mean_sd, seeded_generator, shown
+from harness.stats import weighted_mean
 from harness.registry import register_protocol
 
 #: The paper's Table 1 (accuracy, macro F1), by (method, variant) and our dataset names.
@@ -28,6 +30,12 @@ PAPER_TABLE1: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
     },
     ("mae", "default"): {
         "rafdb": (62.61, 48.93), "affectnet": (37.40, 33.99), "affectnet-pose30": (35.78, 33.05), "affectnet-pose45": (35.05, 32.06),
+    },
+    ("temporal", "default"): {
+        "rafdb": (56.94, 42.92), "affectnet": (34.20, 32.53), "affectnet-pose30": (34.78, 33.47), "affectnet-pose45": (34.50, 32.25),
+    },
+    ("sslfer", "default"): {
+        "rafdb": (55.37, 40.37), "affectnet": (35.90, 34.49), "affectnet-pose30": (34.72, 33.69), "affectnet-pose45": (34.06, 32.15),
     },
     ("unsup3d", "default"): {
         "rafdb": (69.42, 55.50), "affectnet": (41.07, 39.26), "affectnet-pose30": (38.89, 38.14), "affectnet-pose45": (36.70, 35.25),
@@ -86,6 +94,29 @@ def classification_metrics(true: np.ndarray, pred: np.ndarray, class_names: tupl
         "class_names": list(class_names),
         "n_test": int(len(true)),
     }
+
+
+def correct(outcomes: dict[str, np.ndarray], pred: str = "pred") -> np.ndarray:
+    """Per-image correctness of the predictions ``outcomes[pred]``."""
+    return outcomes[pred] == outcomes["label"]
+
+
+def accuracy_measure(pred: str = "pred") -> Measure:
+    """Accuracy of the predictions ``outcomes[pred]``: compared by exact McNemar."""
+    return Measure(lambda o, w: weighted_mean(correct(o, pred), w), correct=lambda o: correct(o, pred))
+
+
+def macro_f1_measure(n_classes: int, pred: str = "pred") -> Measure:
+    """Macro F1 of the predictions ``outcomes[pred]``, per replicate from weighted confusion counts."""
+
+    def statistic(o: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+        classes = np.arange(n_classes)
+        is_pred = (o[pred][:, None] == classes).astype(float)
+        is_true = (o["label"][:, None] == classes).astype(float)
+        tp, denom = w @ (is_pred * is_true), w @ is_pred + w @ is_true
+        return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(1)
+
+    return Measure(statistic)
 
 
 def train_probe(
@@ -174,6 +205,8 @@ class FER(Protocol):
         metrics = classification_metrics(test.labels.numpy(), pred.numpy(), train.class_names)
         metrics["n_train"] = int(len(x))
         metrics["feature_dim"] = int(x.shape[1])
+        # per test image, in the split's order: what a paired comparison needs
+        metrics["outcomes"] = {"label": test.labels.numpy(), "pred": pred.numpy()}
         return metrics
 
     @classmethod
@@ -181,11 +214,16 @@ class FER(Protocol):
         return f"accuracy {100 * metrics['accuracy']:.2f}  macro F1 {100 * metrics['macro_f1']:.2f}"
 
     @classmethod
-    def cell(cls, records: list[dict]) -> str:
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        return {"accuracy": accuracy_measure(), "macro_f1": macro_f1_measure(len(metrics["class_names"]))}
+
+    @classmethod
+    def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
         if not records:
             return ""
-        acc = mean_sd([r["metrics"]["accuracy"] for r in records])
-        f1 = mean_sd([r["metrics"]["macro_f1"] for r in records])
+        stats = stats or {}
+        acc = shown(mean_sd([r["metrics"]["accuracy"] for r in records]), stats.get("accuracy"))
+        f1 = shown(mean_sd([r["metrics"]["macro_f1"] for r in records]), stats.get("macro_f1"))
         return f"{acc} / {f1} (n={len(records)})"
 
     @classmethod

@@ -9,15 +9,16 @@ of a representation holds.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from harness.config import Config, at_least, each, positive
 from harness.datasets.base import FaceDataset, ImageSet
-from harness.protocol import Features, Protocol, mean_sd
+from harness.protocol import Features, Measure, Protocol, Shown, mean_sd, shown
 from harness.registry import register_protocol
-from protocols.fer import classification_metrics
+from protocols.fer import accuracy_measure, classification_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +65,16 @@ class KNN(Protocol):
         train, test = dataset.fer_split("train"), dataset.fer_split("test")
         x, x_test = features.get("train"), features.get("test")
         metrics: dict = {"per_k": {}}
+        outcomes = {"label": test.labels.numpy()}  # per test image, in the split's order
         for k in self.cfg.ks:
             pred = knn_predict(x, train.labels, x_test, k, self.cfg.temperature, len(train.class_names))
             m = classification_metrics(test.labels.numpy(), pred.numpy(), train.class_names)
             metrics["per_k"][str(k)] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+            outcomes[f"pred_k{k}"] = pred.numpy()
         first = str(self.cfg.ks[0])
         metrics.update(accuracy=metrics["per_k"][first]["accuracy"], macro_f1=metrics["per_k"][first]["macro_f1"],
-                       k=int(first), n_train=int(len(x)), n_test=int(len(x_test)), feature_dim=int(x.shape[1]))
+                       k=int(first), n_train=int(len(x)), n_test=int(len(x_test)), feature_dim=int(x.shape[1]),
+                       outcomes=outcomes)
         return metrics
 
     @classmethod
@@ -78,9 +82,20 @@ class KNN(Protocol):
         return "  ".join(f"k={k} accuracy {100 * m['accuracy']:.2f}" for k, m in metrics["per_k"].items())
 
     @classmethod
-    def cell(cls, records: list[dict]) -> str:
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        """Each k's accuracy (the numbers the table shows)."""
+        return {f"accuracy k={k}": accuracy_measure(f"pred_k{k}") for k in metrics["per_k"]}
+
+    @classmethod
+    def main_measure(cls, metrics: dict) -> str:
+        return f"accuracy k={metrics['k']}"
+
+    @classmethod
+    def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
         if not records:
             return ""
         ks = list(records[0]["metrics"]["per_k"])
-        parts = [f"k={k}: " + mean_sd([r["metrics"]["per_k"][k]["accuracy"] for r in records]) for k in ks]
+        stats = stats or {}
+        parts = [f"k={k}: " + shown(mean_sd([r["metrics"]["per_k"][k]["accuracy"] for r in records]), stats.get(f"accuracy k={k}"))
+                 for k in ks]
         return ", ".join(parts) + f" (n={len(records)})"

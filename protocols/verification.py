@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -28,14 +29,17 @@ from torch import nn
 from harness import plots
 from harness.config import Config, at_least, choice, positive
 from harness.datasets.base import FaceDataset, ImageSet, PairList
-from harness.protocol import Features, Protocol, mean_sd, seeded_generator
-from harness.registry import register_protocol
+from harness.protocol import Features, Measure, Protocol, Shown, mean_sd, seeded_generator, shown
+from harness.stats import weighted_mean
+from harness.registry import SUITES, register_protocol
 
 MODES = ("pair-linear", "pair-linear-legacy", "cosine")
 #: The paper's Table 2 (accuracy, spread over folds), by (method, variant) and our dataset names.
 PAPER_TABLE2: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
     ("simclr", "default"): {"lfw": (63.38, 2.53), "sllfw": (54.40, 2.45)},
     ("mae", "default"): {"lfw": (62.60, 2.75), "sllfw": (53.05, 2.25)},
+    ("temporal", "default"): {"lfw": (65.95, 2.89), "sllfw": (57.03, 3.14)},
+    ("sslfer", "default"): {"lfw": (62.38, 2.88), "sllfw": (54.55, 2.33)},
     ("unsup3d", "default"): {"lfw": (71.37, 1.99), "sllfw": (58.70, 1.62)},
     ("facecycle", "default"): {"lfw": (71.20, 1.90), "sllfw": (59.60, 2.73)},
     ("latentface", "rdm-both"): {"lfw": (72.05, 2.57), "sllfw": (59.72, 1.33)},
@@ -142,6 +146,57 @@ def roc_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
     return out
 
 
+# --- the same numbers under bootstrap weights (B, n): how often each pair was drawn -------------------------
+def weighted_tar_at_far(scores: np.ndarray, same: np.ndarray, far: float, w: np.ndarray) -> np.ndarray:
+    """``tar_at_far`` with each pair counted as often as its weight says (B replicates at once):
+    the threshold is the (k+1)-th highest impostor score counting repeats, k = floor(far * impostors)."""
+    impostors, genuine = np.flatnonzero(~same), np.flatnonzero(same)
+    order = impostors[np.argsort(-scores[impostors], kind="stable")]
+    ranked, counted = scores[order], np.cumsum(w[:, order], axis=1)  # impostors at or above each rank
+    k = np.floor(far * counted[:, -1] + 1e-9)
+    first_above = (counted <= k[:, None]).sum(1)
+    threshold = np.where(first_above < len(ranked), ranked[np.minimum(first_above, len(ranked) - 1)], -np.inf)
+    drawn = w[:, genuine]
+    with np.errstate(invalid="ignore"):  # a replicate of a small fold may draw no genuine pair: nan
+        return np.einsum("bn,bn->b", drawn, scores[genuine][None, :] > threshold[:, None]) / drawn.sum(1)
+
+
+def weighted_auc(scores: np.ndarray, same: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``roc_auc`` with each pair counted as often as its weight says (B replicates at once)."""
+    order = np.argsort(scores, kind="stable")
+    s, y, w = scores[order], same[order], w[:, order]
+    impostors = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * ~y, axis=1)], axis=1)
+    below = impostors[:, np.searchsorted(s, s, side="left")]
+    ties = impostors[:, np.searchsorted(s, s, side="right")] - below
+    genuine = w * y
+    with np.errstate(invalid="ignore"):  # a replicate of a small fold may draw no pair of a kind: nan
+        return (genuine * (below + 0.5 * ties)).sum(1) / (genuine.sum(1) * (w * ~y).sum(1))
+
+
+def per_fold(statistic: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray], o: dict[str, np.ndarray],
+             w: np.ndarray) -> np.ndarray:
+    """The mean over folds of ``statistic(outcomes of the fold, weights of the fold)``."""
+    folds = [o["fold"] == k for k in np.unique(o["fold"])]
+    return np.mean([statistic({name: v[f] for name, v in o.items()}, w[:, f]) for f in folds], axis=0)
+
+
+def weighted_accuracy(o: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+    return weighted_mean((o["decision"] > 0) == (o["same"] > 0), w)
+
+
+def weighted_tar(far: float) -> Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]:
+    return lambda o, w: weighted_tar_at_far(o["score"], o["same"] > 0, far, w)
+
+
+#: Table 2's numbers as statistics of the per-pair outcomes (``Protocol.measures``).
+VERIFICATION_MEASURES = {
+    "accuracy": Measure(lambda o, w: per_fold(weighted_accuracy, o, w)),
+    **{f"tar_at_far_{far:g}": Measure(lambda o, w, far=far: per_fold(weighted_tar(far), o, w)) for far in FOLD_FARS},
+    f"tar_at_far_{POOLED_FAR:g}_pooled": Measure(weighted_tar(POOLED_FAR)),
+    "auc": Measure(lambda o, w: per_fold(lambda f, fw: weighted_auc(f["score"], f["same"] > 0, fw), o, w)),
+}
+
+
 def cosine_scores(f: torch.Tensor, pairs: PairList) -> np.ndarray:
     """The cosine similarity of each pair's two feature vectors."""
     fn = nn.functional.normalize(f.float(), dim=1)
@@ -186,10 +241,12 @@ class Verification(Protocol):
     Config = VerificationConfig
     table = ("table2_verification", "Table 2: face verification, 10-fold accuracy")
     paper = PAPER_TABLE2
+    unit = "pairs, within their folds"
     version = "2"  # 2: TAR at FAR, ROC AUC and the ROC curve from the test-fold scores
     note = (
         "Verification: accuracy ± is the spread over the 10 folds (sd, ddof 1), seed sd the sd of the mean"
-        " over seeds; TAR and AUC ± is the sd over seeds."
+        " over seeds; TAR and AUC ± is the sd over seeds. Suite tables: accuracy, mean over seeds; Mean: the"
+        " unweighted mean over the sets; LFW paper: the paper's LFW number (its own face crop, not the .bin's)."
     )
 
     def images(self, dataset: FaceDataset, split: str) -> ImageSet:
@@ -204,13 +261,15 @@ class Verification(Protocol):
         # what each fold's model reads, built once: the pairs' cosine scores, or their pair features
         x = cosine_scores(f, pairs) if self.cfg.mode == "cosine" else pair_features(f, pairs, self.cfg.mode == "pair-linear-legacy")
         scores = np.zeros(len(pairs))  # each pair's score from the classifier of its test fold
+        decision = np.zeros(len(pairs), dtype=bool)  # and whether it called the pair the same person
         accuracies, thresholds = [], []
         for k in range(pairs.n_folds):
             test = (pairs.fold == k).numpy()
             scores[test], threshold = self.fold_scores(x, pairs.same, test, seed + k)
             if self.cfg.mode == "cosine":
                 thresholds.append(threshold)
-            accuracies.append(float(((scores[test] > threshold) == same[test]).mean()))
+            decision[test] = scores[test] > threshold
+            accuracies.append(float((decision[test] == same[test]).mean()))
         acc = np.array(accuracies)
         metrics = {
             "accuracy": float(acc.mean()),
@@ -225,6 +284,8 @@ class Verification(Protocol):
         }
         if thresholds:
             metrics["fold_thresholds"] = thresholds
+        # per pair, in the dataset's order: what a paired comparison needs
+        metrics["outcomes"] = {"score": scores, "decision": decision, "same": same, "fold": pairs.fold.numpy()}
         return metrics
 
     def fold_scores(self, x: np.ndarray | torch.Tensor, same: torch.Tensor, test: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -250,14 +311,23 @@ class Verification(Protocol):
         return f"accuracy {100 * metrics['accuracy']:.2f}  sd over folds {100 * metrics['accuracy_std']:.2f}{released}"
 
     @classmethod
-    def cell(cls, records: list[dict]) -> str:
-        """Mean accuracy, ± the spread over the 10 folds, and the sd over seeds when there are several."""
+    def measures(cls, metrics: dict) -> dict[str, Measure]:
+        """Accuracy (mean over folds), and the ROC view's numbers of results from version 2 on."""
+        return VERIFICATION_MEASURES if "auc" in metrics else {"accuracy": VERIFICATION_MEASURES["accuracy"]}
+
+    @classmethod
+    def resampling(cls, outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"strata": outcomes["fold"]}  # every fold keeps its pairs: accuracy is a mean over folds
+
+    @classmethod
+    def cell(cls, records: list[dict], stats: Optional[dict[str, Shown]] = None) -> str:
+        """Mean accuracy, ± the spread over the 10 folds, its interval, and the sd over seeds when there are several."""
         if not records:
             return ""
         acc = 100 * np.array([r["metrics"]["accuracy"] for r in records])
         fold_sd = 100 * np.mean([r["metrics"]["accuracy_std"] for r in records])
         seeds = f", seed sd {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
-        return f"{acc.mean():.2f}±{fold_sd:.2f} (n={len(acc)}{seeds})"
+        return shown(f"{acc.mean():.2f}±{fold_sd:.2f}", (stats or {}).get("accuracy")) + f" (n={len(acc)}{seeds})"
 
     @classmethod
     def tables(cls, grid) -> dict[str, tuple[str, str]]:
@@ -268,14 +338,19 @@ class Verification(Protocol):
         headers, body = ["Method"], [[grid.label(k)] for k in rows]
         for dataset in grid.columns(cls.name, rows):
             headers += [f"{dataset} {name}" for name, _ in ROC_COLUMNS]
+            stats = grid.column_stats(cls, dataset, rows)
             for line, key in zip(body, rows):
                 records = [r for r in grid.records(key, cls.name, dataset) if "auc" in r["metrics"]]
-                line += [roc_cell(records, metric) for _, metric in ROC_COLUMNS]
+                line += [roc_cell(records, metric, stats[key].get(metric)) for _, metric in ROC_COLUMNS]
         if any(cell for line in body for cell in line[1:]):
             out[f"{cls.table[0]}_roc"] = (
                 "Table 2, ROC view: true accept rate at a false accept rate, and ROC AUC",
                 tabulate(body, headers=headers, tablefmt="github"),
             )
+        for suite, members in SUITES.items():
+            table = suite_table(grid, rows, members, cls.name, cls.paper)
+            if table:
+                out[f"{cls.table[0]}_{suite}"] = (f"Table 2, {suite}: accuracy on each set and their mean", table)
         return out
 
     @classmethod
@@ -304,9 +379,33 @@ ROC_COLUMNS = (
 )
 
 
-def roc_cell(records: list[dict], metric: str) -> str:
-    """Percent, mean over seeds, ± the sd over seeds when there are several."""
-    return mean_sd([r["metrics"][metric] for r in records]) + f" (n={len(records)})" if records else ""
+def suite_table(grid, rows: list, members: tuple[str, ...], protocol: str, paper: dict) -> str:
+    """Face-recognition papers' layout: one accuracy column per set of a suite that has results
+    (mean over seeds), then their unweighted mean (only for rows measured on every column), with
+    the paper's LFW number beside ``lfw-bin`` where the paper has one ('' when no row has results)."""
+    columns = [d for d in members if any(grid.records(k, protocol, d) for k in rows)]
+    if not columns:
+        return ""
+    headers, body = ["Method", *columns, "Mean"], []
+    with_paper = any(paper.get(k[:2], {}).get("lfw") and grid.records(k, protocol, "lfw-bin") for k in rows)
+    if with_paper:
+        headers.insert(columns.index("lfw-bin") + 2, "LFW paper")
+    for key in rows:
+        accuracies = {d: [100 * r["metrics"]["accuracy"] for r in grid.records(key, protocol, d)] for d in columns}
+        if not any(accuracies.values()):
+            continue
+        line = [grid.label(key)] + [f"{np.mean(a):.2f}" if a else "" for a in accuracies.values()]
+        line.append(f"{np.mean([np.mean(a) for a in accuracies.values()]):.2f}" if all(accuracies.values()) else "")
+        if with_paper:
+            number = paper.get(key[:2], {}).get("lfw")
+            line.insert(columns.index("lfw-bin") + 2, f"{number[0]:.2f}" if number and accuracies["lfw-bin"] else "")
+        body.append(line)
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def roc_cell(records: list[dict], metric: str, stat: Optional[Shown] = None) -> str:
+    """Percent, mean over seeds, ± the sd over seeds when there are several, and the interval."""
+    return shown(mean_sd([r["metrics"][metric] for r in records]), stat) + f" (n={len(records)})" if records else ""
 
 
 def mean_roc(rocs: list[dict[str, list[float]]]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ Measures, on one device:
   synthetic splits), in seconds.
 
 With ``--project`` it prints what a ``--preset paper`` sweep of the paper's Tables 1-4 costs in
-device-hours on this device (``scripts/sweep_cost.py``). Timings on a shared machine are noisy:
+device-hours on this device (``scripts/bench_sweep_cost.py``). Timings on a shared machine are noisy:
 compare figures measured side by side in one run.
 
 Examples:
@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import sweep_cost  # noqa: E402  (scripts/ is this file's folder)
+import bench_sweep_cost  # noqa: E402  (scripts/ is this file's folder)
 from harness.accel import Accel, TrainConfig  # noqa: E402
 from harness.cli import split  # noqa: E402
 from harness.config import PRESETS, Config, parse_overrides  # noqa: E402
@@ -482,10 +482,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             result = measure(make_plan(args))
         if args.project:
             try:
-                result["projection"] = sweep_cost.project(result, args.seeds)
+                result["projection"] = bench_sweep_cost.project(result, args.seeds)
             except KeyError as exc:
                 raise BenchError(f"--project needs the paper preset's train and features figures and the protocol reruns; missing {exc}. Run with --presets paper (not --smoke)") from None
-            print("\n" + sweep_cost.render(result["projection"]))
+            print("\n" + bench_sweep_cost.render(result["projection"]))
         if args.out:
             write_json(Path(args.out), result)
             print(f"wrote {args.out}")

@@ -8,6 +8,8 @@
 #   BENCH_SLURM_DB_PORT  TCP port of the private mariadbd    [3307] (not 3306: leaves a system DB alone)
 #   BENCH_SLURM_CPUS  CPUs to declare for the node           [what `slurmd -C` reports]
 #   BENCH_SLURM_MEM_PER_CPU  DefMemPerCPU in MB              [1024]
+#   BENCH_SLURM_MAX_ARRAY_SIZE  MaxArraySize: array indices stay below it  [4: small, so the
+#                     tests see sweeps split into several arrays; Slurm's own default is 1001]
 #   BENCH_SLURM_ETC   1: point /etc/slurm/slurm.conf at our config (symlink) so plain
 #                     sinfo/sbatch/sacct work without SLURM_CONF; 0: never touch /etc   [1]
 #   BENCH_SLURM_TIMEOUT  seconds to wait for each daemon     [60]
@@ -19,6 +21,7 @@ set -euo pipefail
 STATE=${BENCH_SLURM_DIR:-/tmp/bench-slurm}
 DB_PORT=${BENCH_SLURM_DB_PORT:-3307}
 MEM_PER_CPU=${BENCH_SLURM_MEM_PER_CPU:-1024}
+MAX_ARRAY_SIZE=${BENCH_SLURM_MAX_ARRAY_SIZE:-4}
 USE_ETC=${BENCH_SLURM_ETC:-1}
 TIMEOUT=${BENCH_SLURM_TIMEOUT:-60}
 CLUSTER=bench
@@ -175,6 +178,8 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$MEM_PER_CPU
 # Fast turnaround for tests (cancel -> SIGKILL after KillWait seconds).
 KillWait=5
+# Small, as on clusters that lower it: sbatch rejects any array index >= MaxArraySize.
+MaxArraySize=$MAX_ARRAY_SIZE
 InactiveLimit=0
 MinJobAge=300
 # Accounting through slurmdbd: sacct is what submitit uses to see job states.

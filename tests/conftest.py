@@ -16,8 +16,9 @@ from harness.datasets.base import FaceDataset, ImageSet, PairList
 from harness.registry import DATASETS, load_plugins, register_dataset
 
 load_plugins()
-# tests use tiny tensors: one thread avoids oversubscribing the 2-core CI machine
-torch.set_num_threads(1)
+# tests use tiny tensors: one thread avoids oversubscribing the 2-core CI machine; an explicit
+# OMP_NUM_THREADS wins (CI's second numerics profile runs the `numerics` tests with 2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 @pytest.fixture
@@ -29,9 +30,10 @@ def real_data_root() -> Path:
     return root
 
 
-def load_script(name: str) -> types.ModuleType:
-    """A module of ``scripts/`` (they are run as files, not installed as a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+def load_script(name: str, folder: str = "scripts") -> types.ModuleType:
+    """A script as a module: a tool of ``scripts/`` or a study beside its write-up in ``docs/``
+    (they are run as files, not installed as a package)."""
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built

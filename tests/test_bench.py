@@ -58,7 +58,7 @@ def fake_bench(rate: float) -> dict:
 
 
 def test_projection_prices_each_job_by_its_rate():
-    sweep = load_script("sweep_cost")
+    sweep = load_script("bench_sweep_cost")
     one, two = sweep.project(fake_bench(100.0)), sweep.project(fake_bench(200.0))
     assert two["device_hours"] == pytest.approx(one["device_hours"] / 2)
     stage1 = next(j for j in one["jobs"] if j["what"].startswith("stage 1 on CelebA"))

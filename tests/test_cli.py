@@ -92,14 +92,16 @@ def test_tables_only_regenerates_identically(tmp_path, capsys):
         mean = sum(values) / 2
         return f"{100 * mean:.2f}±{100 * (sum((v - mean) ** 2 for v in values)) ** 0.5:.2f}"
 
-    expected = f"{mean_sd([m['accuracy'] for m in fer])} / {mean_sd([m['macro_f1'] for m in fer])} (n=2)"
+    # each with its interval, in bold: the only row is its column's best
+    acc, f1 = (re.escape(mean_sd([m[key] for m in fer])) for key in ("accuracy", "macro_f1"))
     row = next(line for line in first.splitlines() if line.startswith("| pixels"))
-    assert expected in row, (expected, row)
+    interval = r" \[\d+\.\d, \d+\.\d\]"
+    assert re.search(rf"\*\*{acc}{interval}\*\* / \*\*{f1}{interval}\*\* \(n=2\)", row), row
     ver = [json.loads(p.read_text())["metrics"] for p in sorted((tmp_path / "results" / "verification" / "toy").glob("*.json"))]
     mean, fold_sd = sum(100 * m["accuracy"] for m in ver) / 2, sum(100 * m["accuracy_std"] for m in ver) / 2
     seed_sd = (sum((100 * m["accuracy"] - mean) ** 2 for m in ver)) ** 0.5
     verification = (tmp_path / "results" / "tables" / "table2_verification.md").read_text()
-    assert f"{mean:.2f}±{fold_sd:.2f} (n=2, seed sd {seed_sd:.2f})" in verification
+    assert re.search(rf"\*\*{mean:.2f}±{fold_sd:.2f}{interval}\*\* \(n=2, seed sd {seed_sd:.2f}\)", verification)
     assert main(["--tables-only", "--results-dir", str(tmp_path / "results")]) == 0
     strip = lambda text: [ln for ln in text.splitlines() if not ln.startswith("Generated")]  # noqa: E731
     assert strip(table.read_text()) == strip(first)

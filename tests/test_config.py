@@ -56,7 +56,7 @@ def test_presets_and_overrides():
         ("simclr", {"hf_prob": "2"}, "simclr.hf_prob=2.0: must be in [0, 1]"),
         ("simclr", {"backbone": "resnet999"}, "timm ResNet"),
         ("latentface", {"holdout": "1"}, "latentface.holdout=1.0: must be in [0, 1)"),
-        ("latentface", {"sample_steps": "2000"}, "at most diffusion_steps"),
+        ("latentface", {"sample_steps": "2000"}, "latentface.sample_steps=2000: at most latentface.diffusion_steps"),
         ("random-cnn", {"widths": "32,0"}, "random-cnn.widths=32,0: item 0 must be at least 1"),
         ("synthetic", {"seed": "-1"}, "synthetic.seed=-1: must be at least 0"),
         ("verification", {"mode": "cosin"}, "did you mean cosine?"),

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # so that "tests.dispatch_plugins" imports as jobs import it
@@ -36,10 +37,17 @@ PLUGINS = "tests.dispatch_plugins"
 TOY = ["--datasets", "toy", "--preset", "smoke", "--set", "pretrain.data=toy", "--plugins", PLUGINS]
 
 
-@pytest.fixture(autouse=True)
-def job_pythonpath(monkeypatch):
-    """Jobs import the plugins from this checkout, whatever directory pytest runs in."""
+def job_environment(monkeypatch) -> None:
+    """Jobs import the plugins from this checkout, whatever directory pytest runs in, and use this
+    process's thread count: their results are compared bit for bit with inline ones, and another
+    thread count splits reductions differently."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def job_env(monkeypatch):
+    job_environment(monkeypatch)
 
 
 def bench(tmp_path: Path, name: str, *argv: str) -> int:
@@ -54,6 +62,9 @@ def results(tmp_path: Path, name: str) -> dict[str, dict]:
 
 
 def metrics(records: dict[str, dict]) -> dict[str, dict]:
+    """Each record's metrics, after checking that it ran at this process's thread count (the
+    comparisons with inline runs are bit for bit)."""
+    assert {r["provenance"]["machine"]["torch_threads"] for r in records.values()} == {torch.get_num_threads()}
     return {name: record["metrics"] for name, record in records.items()}
 
 
@@ -110,7 +121,9 @@ def test_plan_builds_each_artifact_once_with_stage1_shared(tmp_path):
     assert [n.level for n in stage2] == [1, 1] and [len(n.cells) for n in stage2] == [2, 2]
     assert plan.needs[cells[-1]] == []  # pixels trains nothing
     groups = dispatch.job_groups(plan, dispatch.Manifest(plan), live={})
-    assert [(g.name, len(g.tasks)) for g in groups] == [("train level 0", 1), ("train level 1", 2), ("evaluate", 7)]
+    # evaluation: one job per trained model and dataset (two-stage a, b, stage1; pixels) for the 7 cells
+    assert [(g.name, len(g.tasks)) for g in groups] == [("train level 0", 1), ("train level 1", 2), ("evaluate", 4)]
+    assert sorted(len(keys) for keys in groups[-1].keys) == [1, 2, 2, 2]
 
     stage1.artifact.ensure(Path(settings.cache_dir))  # once built, stage 1 is no job any more
     plan = dispatch.make_plan(cells, settings)
@@ -293,7 +306,7 @@ def slurm_sweep(tmp_path_factory):
     """One Slurm sweep (3 training jobs in 2 arrays, 4 evaluation jobs in 1 array) and its inline twin."""
     tmp_path = tmp_path_factory.mktemp("slurm-sweep")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        job_environment(mp)
         assert bench(tmp_path, "slurm", *SWEEP, "--executor", "slurm") == 0
     assert bench(tmp_path, "inline", *SWEEP) == 0
     return tmp_path

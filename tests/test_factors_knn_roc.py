@@ -121,6 +121,16 @@ def test_dci_hand_computed():
     assert result["completeness"] == pytest.approx(0.75 * (1 - h) + 0.25)
 
 
+def test_dci_weights_codes_and_columns_by_their_importance():
+    # code 0 serves only factor 0 with 3 of the 5 units of importance, code 1 both factors equally
+    result = dci(np.array([[3.0, 0.0], [1.0, 1.0]]), np.array([0, 1]))
+    # D: code 0 -> 1 (weight 3/5), code 1 -> 0 (weight 2/5); an unweighted mean would give 0.5
+    assert result["disentanglement"] == pytest.approx(0.6)
+    # C: factor 0 over codes (3/4, 1/4), weight 4/5; factor 1 only on code 1 -> 1, weight 1/5
+    h = -(3 / 4 * np.log2(3 / 4) + 1 / 4 * np.log2(1 / 4))
+    assert result["completeness"] == pytest.approx(0.8 * (1 - h) + 0.2)
+
+
 # --- the factors protocol on a world whose parts are known -------------------------------------------------
 def test_factors_finds_which_part_carries_which_factor():
     """Part ``who`` is the person's shape and texture, ``how`` the expression, ``where`` the pose and
@@ -189,7 +199,7 @@ def test_grouped_ridge_picks_its_strength_by_people():
     """A target that is a per-person constant plus noise the codes cannot know: leave-one-out
     would find the person's other images and fit them; cross-validation over people must not, so
     the held-out-people R^2 of the codes that only identify people stays near zero."""
-    from protocols.factors import GroupedRidge, r2, standardise
+    from protocols.factors import GroupedRidge, residual_shares, standardise
 
     rng = np.random.default_rng(0)
     people = np.repeat(np.arange(200), 5)
@@ -198,7 +208,7 @@ def test_grouped_ridge_picks_its_strength_by_people():
     test_people = np.repeat(np.arange(200, 260), 5)
     test_codes = np.zeros((300, 200)) + 0.1 * rng.standard_normal((300, 200))
     design, held_out = standardise(codes, test_codes)
-    assert abs(r2(GroupedRidge(design, people), target, held_out, rng.standard_normal((60, 1))[test_people - 200])) < 0.05
+    assert abs(1 - residual_shares(GroupedRidge(design, people), target, held_out, rng.standard_normal((60, 1))[test_people - 200]).mean()) < 0.05
     # and where the codes do describe the target, it is found
     signal = codes[:, :1] * 2 + 0.05 * rng.standard_normal((1000, 1))
     coef, intercept = GroupedRidge(design, people).fit(standardise(signal)[0])

@@ -1,10 +1,8 @@
 """Durable atomic writes, safe loading of tensor files, the checked cache, cleanup of killed writers."""
 import json
 import os
-import pickle
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -90,8 +88,8 @@ class Payload:
     def __init__(self, marker):
         self.marker = str(marker)
 
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+    def __reduce__(self):  # exec, not os.system: torch blocks the os module by name, not exec
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
 
 
 def plant(path, marker):
@@ -181,14 +179,6 @@ def test_a_payload_placed_in_the_cache_is_refused_or_replaced_never_run(tmp_path
     assert torch.equal(cached(tmp_path, "kind", key, lambda: torch.zeros(2)), torch.zeros(2))
     assert not marker.exists()
     assert torch.equal(torch_load(tensor_file)["0"], torch.zeros(2))
-
-
-def test_pickle_of_the_payload_really_runs_code(tmp_path):
-    """The payload used above is live: plain unpickling runs it (so the refusals are meaningful)."""
-    marker = tmp_path / "ran"
-    pickle.loads(pickle.dumps(Payload(marker)))
-    time.sleep(0.1)
-    assert marker.exists()
 
 
 def test_results_written_into_a_committed_store_do_not_make_the_code_dirty(tmp_path, monkeypatch):

@@ -94,12 +94,15 @@ def test_none_equals_unsup3d_features(ctx: MethodContext) -> None:
         assert torch.equal(none.encode(images(), view, torch.arange(4)), unsup3d.encode(images(), view, torch.arange(4)))
 
 
+@pytest.mark.numerics
 def test_features_are_seeded_per_sample(ctx: MethodContext) -> None:
     method = prepared("rdm-both", ctx)
     x, index = images(), torch.arange(10, 14)
     first = method.encode(x, "fer", index)
     assert torch.equal(first, method.encode(x, "fer", index))
-    assert torch.allclose(first[2:], method.encode(x[2:], "fer", index[2:]), atol=1e-5)  # batch split
+    # batch split: another batch size may take other matmul kernels (measured 5e-8 apart, features
+    # up to 0.4, under AVX-512 and unvectorised kernels): 1e-5 leaves a 200x margin
+    assert torch.allclose(first[2:], method.encode(x[2:], "fer", index[2:]), atol=1e-5)
     # Another cell seed with the same trained networks: only the start noise changes.
     other = LatentFace(method.cfg, "rdm-both", dataclasses.replace(ctx, seed=1))
     other.stage1, other.stage2 = method.stage1, method.stage2

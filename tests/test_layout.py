@@ -3,7 +3,11 @@ and the modules of the dispatch package import only from those below them."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The dispatch package, lowest first: each module may import only from those before it.
@@ -34,3 +38,15 @@ def test_dispatch_modules_import_only_from_below():
         assert "harness.dispatch" not in imported(package / f"{name}.py"), f"{name}.py imports the package above it"
         inside = {m.split(".")[2] for m in imported(package / f"{name}.py") if m.startswith("harness.dispatch.")}
         assert inside <= set(DISPATCH[:i]), f"harness/dispatch/{name}.py imports {sorted(inside - set(DISPATCH[:i]))}"
+
+
+#: Scripts that no other test runs: each must at least start from a checkout (its imports resolve
+#: from where it lives) and parse its arguments.
+UNTESTED_SCRIPTS = ["docs/depth_study/depth_curve.py", "docs/checkpoint_loading/bench_checkpoint.py", "docs/synthetic_contact_sheet.py"]
+
+
+@pytest.mark.parametrize("script", UNTESTED_SCRIPTS)
+def test_study_scripts_start(script, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout

@@ -88,10 +88,33 @@ def test_sllfw_and_lfw_formats_through_the_generic_dataset(tmp_path) -> None:
     assert pairs.same.tolist() == [True, True, False, False] and len(images) == 3
     with pytest.raises(BenchError, match="missing .*elsewhere"):  # per-run paths, with the usual one-line error
         dataset("test-lfw-list", root, tmp_path, images="elsewhere").verification()
-    with pytest.raises(BenchError, match="format='nope'"):
+    with pytest.raises(BenchError, match="test-lfw-list.format=nope: choose one of"):
         dataset("test-lfw-list", root, tmp_path, format="nope")
     with pytest.raises(ValueError, match="format must be one of"):
         register_pairs_dataset("test-bad-format", images="x", pairs="y", format="csv")
+
+
+def test_lfw_format_over_png_files_finds_their_extension(tmp_path) -> None:
+    """An ORL-style PNG collection in LFW's pair format registers as it is, no renaming."""
+    root = tmp_path / "data"
+    for person, n in (("s1", 2), ("s2", 1)):
+        for i in range(1, n + 1):
+            path = root / f"orl/{person}/{person}_{i:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (46, 56), (60 * i, 90, 30 * n)).save(path)
+    (root / "orl.txt").write_text("1\t2\ns1\t1\t2\ns1\t2\t1\ns1\t1\ts2\t1\ns2\t1\ts1\t2\n")
+    register_once("test-orl", images="orl", pairs="orl.txt", format="lfw")
+    images, pairs = dataset("test-orl", root, tmp_path).verification()
+    assert images.names == ("s1/s1_0001.png", "s1/s1_0002.png", "s2/s2_0001.png") and len(pairs) == 4
+    expected = Image.open(root / "orl/s2/s2_0001.png").convert("RGB").resize((64, 64), Image.BILINEAR)
+    assert torch.equal(images.images[2], torch.from_numpy(np.asarray(expected).transpose(2, 0, 1).copy()))
+    assert dataset("test-orl", root, tmp_path, extension="png").verification()[0].names == images.names
+    with pytest.raises(BenchError, match="test-orl.extension=bmp: .*s1_0001.bmp does not exist"):
+        dataset("test-orl", root, tmp_path, extension="bmp").verification()
+    for path in (root / "orl").glob("*/*.png"):
+        path.rename(path.with_suffix(".gif"))
+    with pytest.raises(BenchError, match="names s1/s1_0001, but .*orl has no such image .*set test-orl.extension"):
+        dataset("test-orl", root, tmp_path).verification()
 
 
 def test_person_of_both_namings() -> None:

@@ -107,7 +107,9 @@ def train_toy(workdir: Path, kill_at: int = 0) -> None:
     torch.manual_seed(0), np.random.seed(0), random.seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)
+    # the rate drops at the last epoch only: a scheduler restarted by the resume (in epoch 2) would
+    # count from 0 and miss the drop, where StepLR(1) would recompute the same rate from the optimiser
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.1)
     noise = torch.Generator().manual_seed(7)
     data = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
     steps = []

@@ -270,9 +270,9 @@ def test_fingerprints_name_the_generator_and_narrow_to_a_task(tmp_path):
     assert base.fingerprint()["generator"] == base.fingerprint("pretrain")["generator"] == synthetic_dataset.GENERATOR_VERSION
 
 
-# --- the FER headroom report (scripts/fer_headroom.py) --------------------------------------------
+# --- the FER headroom report (docs/fer_headroom/fer_headroom.py) --------------------------------------------
 def test_expression_share_known_answer():
-    headroom = load_script("fer_headroom")
+    headroom = load_script("fer_headroom", "docs/fer_headroom")
     images = torch.zeros(8, 3, 16, 16, dtype=torch.uint8)
     images[4:] = 255  # class 1 is white, class 0 black: all the variance is between classes
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
@@ -284,7 +284,7 @@ def test_expression_share_known_answer():
 
 def test_fer_headroom_report_on_smoke_data(tmp_path, capsys):
     """The report's numbers are what its description says, recomputed here independently."""
-    headroom = load_script("fer_headroom")
+    headroom = load_script("fer_headroom", "docs/fer_headroom")
     figures = headroom.main(["--preset", "smoke", "--methods", "pixels", "--cache-dir", str(tmp_path)])
     out = capsys.readouterr().out
     train = SyntheticFaces(SyntheticConfig.resolve("smoke"), None, tmp_path).fer_split("train")

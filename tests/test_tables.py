@@ -2,6 +2,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
 from harness import tables
@@ -36,7 +37,7 @@ def test_tables_only_draws_a_figure_per_table_embeds_it_and_regenerates_identica
     # the ROC view: AUC of a row is the mean over seeds of the results' AUCs
     auc = [100 * json.loads(p.read_text())["metrics"]["auc"] for p in sorted(copy.glob("verification/toy/simclr--*.json"))]
     simclr = next(line for line in (copy / "tables" / "table2_verification_roc.md").read_text().splitlines() if line.startswith("| simclr"))
-    assert f"{sum(auc) / 2:.2f}±{abs(auc[0] - auc[1]) / 2**0.5:.2f} (n=2)" in simclr
+    assert f"{sum(auc) / 2:.2f}±{abs(auc[0] - auc[1]) / 2**0.5:.2f} [" in simclr and simclr.count("(n=2)") == 4
     for stem in ["ablation_toy", "table1_fer", "table2_verification", "table_knn"]:  # the tables laid out as bars
         png = copy / "figures" / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,15 +71,55 @@ def test_tables_only_removes_what_no_result_makes_any_more(store, tmp_path):
     assert "roc-toy" not in (copy / "tables" / "table2_verification.md").read_text()
 
 
-def test_bars_are_means_and_sds_over_seeds_with_floors_apart(store):
-    grid, built = tables.build_tables(tables.load_results(store))
+def metric_of(record: dict, key: str) -> float:
+    """The number a result's metrics hold for one of its protocol's measures."""
+    m = record["metrics"]
+    if key.startswith("accuracy k="):
+        return m["per_k"][key.split("=")[1]]["accuracy"]
+    if "/" in key:  # factors: part/score
+        part, score = key.split("/")
+        return m["parts"][part][score]
+    return m[key]
+
+
+def assert_measures_are_the_metrics(records: list[dict]) -> None:
+    """Every measure, on the stored outcomes of all items, is the number the result's metrics hold
+    (what a table shows beside its interval), after the outcomes' round trip through the file."""
+    from harness import compare
+
+    checked = 0
+    for r in records:
+        protocol, outcomes = PROTOCOLS.get(r["cell"]["protocol"]), compare.unpack(r)
+        n = len(next(iter(outcomes.values())))
+        for key, measure in protocol.measures(r["metrics"]).items():
+            # outcomes keep 7 significant digits: far below the 0.01 points of percent a table shows
+            assert measure.statistic(outcomes, np.ones((1, n)))[0] == pytest.approx(metric_of(r, key), rel=1e-6, abs=1e-6), key
+            checked += 1
+    assert checked
+
+
+def test_measures_on_the_stored_outcomes_are_the_metrics(store):
+    assert_measures_are_the_metrics(tables.load_results(store))
+
+
+def test_bars_are_means_over_seeds_with_their_intervals_and_floors_apart(store):
+    records = tables.load_results(store)
+    grid, built = tables.build_tables(records)
     bars = grid.bars(built["table1_fer"].layout, "t")
     assert bars.groups == ["toy"] and list(bars.series) == ["simclr"]
     assert list(bars.floors) == ["pixels", "random-cnn"]  # Method.floor: lines, not bars
     acc = [100 * json.loads(p.read_text())["metrics"]["accuracy"] for p in sorted(store.glob("fer/toy/simclr--*.json"))]
-    mean, sd, n = bars.series["simclr"][0]
-    assert n == 2 and mean == pytest.approx(sum(acc) / 2) and sd == pytest.approx(abs(acc[0] - acc[1]) / 2**0.5)
-    assert bars.paper == {}  # the paper reports nothing on toy
+    mean, low, high = bars.series["simclr"][0]
+    row = next(k for k in grid.rows() if k[0] == "simclr")
+    interval = grid.stats.estimate(PROTOCOLS.get("fer"), grid.records(row, "fer", "toy"), "accuracy")
+    assert mean == pytest.approx(sum(acc) / 2) and (low, high) == pytest.approx((100 * interval.low, 100 * interval.high))
+    assert low < mean and bars.paper == {}  # the paper reports nothing on toy
+    # results without per-item outcomes (format 1): the error bar is the sd over seeds
+    old = [{k: v for k, v in r.items() if k not in ("format", "outcomes")} for r in records]
+    grid, built = tables.build_tables(old)
+    mean, low, high = grid.bars(built["table1_fer"].layout, "t").series["simclr"][0]
+    sd = abs(acc[0] - acc[1]) / 2**0.5
+    assert (low, high) == pytest.approx((mean - sd, mean + sd))
 
 
 def test_paper_number_only_beside_rows_measured_on_its_dataset(store, tmp_path, monkeypatch):
@@ -133,8 +174,8 @@ def test_plot_helpers_write_the_same_png_for_the_same_numbers(tmp_path):
         return [
             plots.roc_figure({"a": ([0.0, 0.01, 0.1, 1.0], [0.0, 0.3, 0.7, 1.0])}, folder / "roc.png", "ROC"),
             plots.heatmap([[0.9, 0.1], [0.2, 0.8]], ["x", "y"], ["x", "y"], folder / "cm.png", "cm", vmin=0, vmax=1),
-            plots.bar_chart(plots.Bars("t", "acc (%)", ["d1", "d2"], {"m": [(50.0, 2.0, 3), None]},
-                                       {"floor": [(40.0, 0.0, 1), (45.0, 0.0, 1)]}, {"m": [55.0, None]}), folder / "bars.png"),
+            plots.bar_chart(plots.Bars("t", "acc (%)", ["d1", "d2"], {"m": [(50.0, 47.0, 52.0), None]},
+                                       {"floor": [(40.0, float("nan"), float("nan")), (45.0, 44.0, 46.0)]}, {"m": [55.0, None]}), folder / "bars.png"),
         ]
 
     first, second = draw(tmp_path / "a"), draw(tmp_path / "b")
@@ -151,10 +192,11 @@ def test_depth_chart_draws_its_floors_and_the_parts_table_its_heatmap(tmp_path):
     bars = grid.bars(built["table_depth"].layout, "t")
     record = json.loads(next(store.glob("depth/synthetic/unsup3d--*.json")).read_text())["metrics"]
     assert list(bars.series) == ["unsup3d"] and bars.series["unsup3d"][0][0] == pytest.approx(100 * record["side"])
-    assert bars.floors == {
-        "flat plane": [(pytest.approx(100 * record["flat_side"]), 0.0, 1)],
-        "mean training depth": [(pytest.approx(100 * record["mean_train_side"]), 0.0, 1)],
+    assert {name: [stat[0] for stat in stats] for name, stats in bars.floors.items()} == {
+        "flat plane": [pytest.approx(100 * record["flat_side"])],
+        "mean training depth": [pytest.approx(100 * record["mean_train_side"])],
     }
+    assert_measures_are_the_metrics(tables.load_results(store))
     parts = (store / "tables" / "table5_factors_parts.md").read_text()
     assert "![table5_factors_parts-synthetic](../figures/table5_factors_parts-synthetic.png)" in parts
     assert (store / "figures" / "table5_factors_parts-synthetic.png").read_bytes()[:4] == b"\x89PNG"

@@ -80,3 +80,21 @@ def test_timm_runs_by_name_only_and_lands_in_tables(tmp_path, capsys) -> None:
     record = json.loads(files[0].read_text())
     assert record["config"]["weights"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["method_info"]["weights"]["path"] == str(path) and record["method_info"]["input_size"] == [3, 160, 160]
+
+
+def test_cached_pretrained_weights_need_no_hub(tmp_path, monkeypatch) -> None:
+    """Offline, a model whose weights timm cached earlier is accepted; one without is refused."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BenchError, match="timm:resnet18: no timm.weights, no cached copy .*HF_HUB_OFFLINE is set"):
+        TimmEncoder(TimmConfig(), "resnet18", context(tmp_path))
+    repo = timm.models.get_pretrained_cfg("resnet18").hf_hub_id  # the hub cache's layout: refs, snapshots
+    folder = tmp_path / "hf" / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc")
+    (folder / "snapshots" / "abc").mkdir(parents=True)
+    (folder / "snapshots" / "abc" / "model.safetensors").write_bytes(b"cached")
+    assert TimmEncoder(TimmConfig(), "resnet18", context(tmp_path)).input_size == 224

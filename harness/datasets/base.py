@@ -128,6 +128,11 @@ class FaceDataset:
         return self.clips()
 
     # --- helpers ----------------------------------------------------------------------------
+    def missing(self) -> Optional[str]:
+        """Why the dataset's files are absent, in a few words (``no <path>``), or None when they
+        are there (or the dataset cannot tell without loading); a suite skips absent members."""
+        return None
+
     def size(self, task: str) -> Optional[int]:
         """How many images the ``task`` loader returns, where the dataset knows without loading
         them (for the checks before a run); None otherwise."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.config import Config, at_least
+from harness.config import Config, at_least, dotted
 from harness.datasets.base import FaceDataset, ImageSet
 from harness.datasets.images import load_images
 from harness.errors import BenchError
@@ -44,10 +44,12 @@ class CelebAConfig(Config):
     RULES = {"size": at_least(8), "partition": lambda p: None if p in (0, 1, 2) else "expected 0 (train), 1 (val) or 2 (test)",
              "pretrain_limit": at_least(0)}
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
         box = self.crop_box
         if box and (len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]):
-            raise BenchError(f"celeba.crop_box={','.join(map(str, box))}: expected left,top,right,bottom with left<right, top<bottom")
+            raise BenchError(
+                f"{dotted(section)}crop_box={','.join(map(str, box))}: set left,top,right,bottom with left<right, top<bottom"
+            )
 
 
 @register_dataset("celeba")

@@ -1,10 +1,14 @@
 """Decoding image files into the uint8 tensors every dataset hands out.
 
 One helper for all adapters: open, convert to RGB (FER-2013 is grayscale), optionally crop a
-box, resize to the storage size. Unreadable files fail with a one-line error naming the file.
+box, resize to the storage size. Images come from files or, as ``Encoded`` bytes, from inside a
+container file (the ``.bin`` verification sets). Unreadable images fail with a one-line error
+naming the image.
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -19,6 +23,14 @@ from harness.progress import progress
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """An encoded image (JPEG, PNG, ... bytes) held in memory; ``name`` says where it came from."""
+
+    data: bytes
+    name: str
+
+
 def center_box(width: int, height: int, fraction: float) -> Box:
     """The centred square box covering ``fraction`` of the shorter side (pre-aligned faces)."""
     side = min(width, height) * fraction
@@ -26,10 +38,10 @@ def center_box(width: int, height: int, fraction: float) -> Box:
     return (left, top, left + side, top + side)
 
 
-def load_image(path: Path, size: int, box: Optional[Box] = None, center_fraction: Optional[float] = None) -> np.ndarray:
+def load_image(path: Path | Encoded, size: int, box: Optional[Box] = None, center_fraction: Optional[float] = None) -> np.ndarray:
     """One image as uint8 (3, size, size): RGB, cropped to ``box`` (or a centred square), resized."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(path.data) if isinstance(path, Encoded) else path) as im:
             im = im.convert("RGB")
             if box is None and center_fraction is not None:
                 box = center_box(im.width, im.height, center_fraction)
@@ -40,11 +52,13 @@ def load_image(path: Path, size: int, box: Optional[Box] = None, center_fraction
     except FileNotFoundError:
         raise BenchError(f"image file missing: {path}; check the dataset layout under --data-root") from None
     except (UnidentifiedImageError, OSError) as exc:
+        if isinstance(path, Encoded):
+            raise BenchError(f"cannot decode {path.name} ({exc.__class__.__name__}); the file holding it is damaged") from None
         raise BenchError(f"cannot read image {path} ({exc.__class__.__name__}); replace or remove the file") from None
 
 
 def load_images(
-    paths: Sequence[Path],
+    paths: Sequence[Path | Encoded],
     size: int,
     boxes: Optional[Sequence[Optional[Box]]] = None,
     center_fraction: Optional[float] = None,

@@ -3,7 +3,8 @@
 Three pair-file formats, the ones the LatentFace release's ``identity_test.py`` reads:
 
 - ``lfw``: LFW View 2 ``pairs.txt``: a header ``<folds> <n>``, then per fold n matched lines
-  ``name i j`` and n mismatched lines ``name1 i name2 j``; the image is ``name/name_%04d.jpg``.
+  ``name i j`` and n mismatched lines ``name1 i name2 j``; the image is ``name/name_%04d.<ext>``,
+  the extension that of the files present (``.jpg`` first), or the ``extension`` setting.
 - ``sllfw``: SLLFW ``pair_SLLFW.txt``: no header, two lines per pair, each an image path
   ``Name/Name_NNNN.jpg``; a pair is matched when both paths are in one person's folder.
 - ``cplfw``: CPLFW / CALFW ``pairs_*.txt``: no header, two lines per pair ``file label``; the
@@ -13,9 +14,10 @@ In the two-line formats the folds are consecutive blocks of 600 pairs, and each 
 matched and 300 mismatched pairs (checked on load). Any such list becomes a dataset with one
 call, e.g. in a module passed to ``--plugins``::
 
-    register_pairs_dataset("cplfw", images="cplfw/aligned", pairs="cplfw/pairs_CPLFW.txt", format="cplfw")
+    register_pairs_dataset("cplfw-folder", images="cplfw/aligned", pairs="cplfw/pairs_CPLFW.txt", format="cplfw")
 
-Paths are relative to ``--data-root`` and can be changed per run (``--set cplfw.images=...``).
+(``cplfw`` and ``calfw`` themselves name the ``.bin`` files, ``harness/datasets/bin.py``.) Paths
+are relative to ``--data-root`` and can be changed per run (``--set cplfw-folder.images=...``).
 The images are taken whole and resized (``crop_fraction=1``), as the release does with its
 pre-cropped folders; a smaller fraction crops a centred square first.
 """
@@ -28,8 +30,9 @@ from typing import Callable, Optional
 
 import torch
 
-from harness.config import Config, at_least, between
+from harness.config import Config, at_least, between, dotted
 from harness.datasets.base import FaceDataset, ImageSet, PairList
+from harness.datasets.folder import IMAGE_SUFFIXES
 from harness.datasets.images import load_images
 from harness.errors import BenchError
 from harness.io import cached
@@ -169,6 +172,8 @@ class PairsConfig(Config):
     images: the image folder, relative to the data root.
     pairs: the pair file, relative to the data root.
     format: the pair file's format: ``lfw``, ``sllfw`` or ``cplfw`` (see the module docstring).
+    extension: of the image files a ``lfw``-format list names (e.g. ``png``); empty: that of
+        the files present.
     """
 
     size: int = 64
@@ -176,12 +181,15 @@ class PairsConfig(Config):
     images: str = ""
     pairs: str = ""
     format: str = "lfw"
+    extension: str = ""
+
+    LATE_FIELDS = ("extension",)
 
     RULES = {"size": at_least(8), "crop_fraction": between(0, 1, low_open=True)}
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
         if self.format not in FORMATS:
-            raise BenchError(f"format={self.format!r}: choose one of {', '.join(FORMATS)}")
+            raise BenchError(f"{dotted(section)}format={self.format}: choose one of {', '.join(FORMATS)}")
 
 
 class PairsDataset(FaceDataset):
@@ -198,7 +206,33 @@ class PairsDataset(FaceDataset):
         return self.require(self.cfg.pairs)
 
     def pair_list(self) -> list[Pair]:
-        return FORMATS[self.cfg.format](self.pairs_path())
+        pairs = FORMATS[self.cfg.format](self.pairs_path())
+        if self.cfg.format != "lfw":  # the other formats name whole files
+            return pairs
+        suffix = self.lfw_suffix(pairs[0].left)
+        if suffix == ".jpg":
+            return pairs
+        swap = lambda name: name[: -len(".jpg")] + suffix  # noqa: E731
+        return [dataclasses.replace(p, left=swap(p.left), right=swap(p.right)) for p in pairs]
+
+    def lfw_suffix(self, first: str) -> str:
+        """The image files' extension for an ``lfw``-format list, from its ``first`` image:
+        the ``extension`` setting, or whichever image extension that file has on disk."""
+        folder, stem = self.image_folder(), first[: -len(".jpg")]
+        if self.cfg.extension:
+            suffix = "." + self.cfg.extension.lstrip(".")
+            if not (folder / (stem + suffix)).is_file():
+                raise BenchError(f"{self.name}.extension={self.cfg.extension}: {folder / (stem + suffix)} does not exist; fix the setting or clear it")
+            return suffix
+        if (folder / first).is_file():
+            return ".jpg"
+        found = sorted(p.suffix for p in (folder / stem).parent.glob(Path(stem).name + ".*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise BenchError(
+                f"{self.name}: the pair list names {stem}, but {folder} has no such image "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}); check {self.name}.images, or set {self.name}.extension"
+            )
+        return found[0]
 
     # --- loading -------------------------------------------------------------------------------
     def load(self, names: list[str], what: str) -> torch.Tensor:
@@ -229,7 +263,9 @@ class PairsDataset(FaceDataset):
         return {**super().fingerprint(task), "pairs_bytes": self.pairs_path().stat().st_size}
 
 
-def register_pairs_dataset(name: str, images: str, pairs: str, format: str = "lfw", crop_fraction: float = 1.0) -> type[PairsDataset]:
+def register_pairs_dataset(
+    name: str, images: str, pairs: str, format: str = "lfw", crop_fraction: float = 1.0, extension: str = ""
+) -> type[PairsDataset]:
     """Register a verification dataset ``name`` from an image folder and a pair file.
 
     Args:
@@ -238,10 +274,12 @@ def register_pairs_dataset(name: str, images: str, pairs: str, format: str = "lf
         pairs: the pair file, relative to the data root.
         format: ``lfw``, ``sllfw`` or ``cplfw`` (see the module docstring).
         crop_fraction: 1 for pre-cropped faces (resize only), or a centred square to crop first.
+        extension: the image files' extension for the ``lfw`` format (default: found on disk).
     """
     if format not in FORMATS:
         raise ValueError(f"register_pairs_dataset({name!r}): format must be one of {', '.join(FORMATS)}, got {format!r}")
-    defaults = [("images", str, images), ("pairs", str, pairs), ("format", str, format), ("crop_fraction", float, crop_fraction)]
+    defaults = [("images", str, images), ("pairs", str, pairs), ("format", str, format), ("crop_fraction", float, crop_fraction),
+                ("extension", str, extension)]
     config = dataclasses.make_dataclass(
         f"PairsConfig_{name}", [(field, kind, dataclasses.field(default=value)) for field, kind, value in defaults],
         bases=(PairsConfig,), frozen=True,

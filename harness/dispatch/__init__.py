@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from harness.dispatch.commands import EXECUTORS, Options, cell_state, describe, dispatch, status
 from harness.dispatch.executors import Group, job_groups
-from harness.dispatch.jobs import JobContext, Resumable, build_artifact, evaluate_cell
+from harness.dispatch.jobs import JobContext, Resumable, build_artifact, evaluate_cells
 from harness.dispatch.manifest import Manifest, final_states, live_jobs
 from harness.dispatch.plan import Node, Plan, artifact_id, make_plan
 from harness.dispatch.profiles import load_profile
 
 __all__ = [
     "EXECUTORS", "Group", "JobContext", "Manifest", "Node", "Options", "Plan", "Resumable", "artifact_id",
-    "build_artifact", "cell_state", "describe", "dispatch", "evaluate_cell", "final_states", "job_groups",
+    "build_artifact", "cell_state", "describe", "dispatch", "evaluate_cells", "final_states", "job_groups",
     "live_jobs", "load_profile", "make_plan", "status",
 ]

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from harness.artifacts import file_lock
-from harness.dispatch.executors import job_groups, run_local, submit_slurm, wait_slurm
+from harness.dispatch.executors import chunks, job_groups, run_local, submit_slurm, wait_slurm
 from harness.dispatch.jobs import JobContext
 from harness.dispatch.manifest import Manifest, describe_job, final_states, live_jobs
 from harness.dispatch.plan import Plan, make_plan
-from harness.dispatch.profiles import check_slurm_tools, load_profile
+from harness.dispatch.profiles import CELLS_PER_JOB, check_slurm_tools, load_profile, max_array_size
 from harness.errors import BenchError
 from harness.runner import Cell, Settings, run_cell, session_for, submit_time_git
 
@@ -75,11 +75,11 @@ def dispatch(
         manifest = Manifest(plan)
         # Later arrays can wait for live Slurm jobs; the local executor waits for its own jobs.
         live = live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {}
-        groups = job_groups(plan, manifest, live)
+        groups = job_groups(plan, manifest, live, params.get("cells_per_job", CELLS_PER_JOB))
         if executor == "local":
             run_local(plan, groups, params, ctx, manifest)
         else:
-            job_ids = submit_slurm(plan, groups, params, ctx, manifest)
+            job_ids = submit_slurm(plan, groups, params, ctx, manifest, max_array_size(params))
     if executor == "slurm":
         if not any(g.tasks for g in groups):
             print("slurm: nothing to submit" + (f" ({len(job_ids)} job(s) of an earlier submission still live)" if job_ids else ""))
@@ -112,18 +112,29 @@ def describe(todo: list[Cell], settings: Settings, executor: str, options: Optio
         return "\n".join(lines)
     params = load_profile(options.profile, options.slurm)
     manifest = Manifest(plan)
-    groups = job_groups(plan, manifest, live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {})
+    live = live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {}
+    groups = job_groups(plan, manifest, live, params.get("cells_per_job", CELLS_PER_JOB))
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
-    lines.append(f"jobs (--executor {executor}, profile {options.profile}: {shown}):")
+    limit = max_array_size(params) if executor == "slurm" else None
+    lines.append(f"jobs (--executor {executor}, profile {options.profile}: {shown}"
+                 + (f"; arrays of at most {limit} jobs" if limit else "") + "):")
     before: list[str] = []
+    n_arrays = 0
     for group in groups:
         if group.tasks or group.running:
             after = f", after {', '.join(before)}" if before and executor == "slurm" else ""
-            live = f" ({len(group.running)} more still running from an earlier submission)" if group.running else ""
-            lines.append(f"  {group.name}: {len(group.tasks)} job(s){after}{live}")
+            still = f" ({len(group.running)} more still running from an earlier submission)" if group.running else ""
+            parts = len(chunks(len(group.tasks), limit, None)) if limit else 1 if group.tasks else 0
+            split = f" in {parts} arrays" if parts > 1 else ""
+            cells = sum(len(keys) for keys in group.keys)
+            shared = f" for {cells} cells" if cells != len(group.tasks) else ""
+            lines.append(f"  {group.name}: {len(group.tasks)} job(s){shared}{after}{split}{still}")
             before.append(group.name)
+            n_arrays += parts
     if not any(g.tasks for g in groups):
         lines.append("  nothing to submit")
+    else:
+        lines.append(f"{len(plan.todo)} cells, {sum(len(g.tasks) for g in groups)} jobs, {n_arrays} arrays")
     return "\n".join(lines)
 
 

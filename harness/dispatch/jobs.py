@@ -53,14 +53,22 @@ def build_artifact(cell: Cell, aid: str, ctx: JobContext) -> str:
     return str(artifacts[ids.index(aid)].path(cache))
 
 
-def evaluate_cell(cell: Cell, ctx: JobContext) -> str:
-    """Run one cell (features and protocol) and write its result file; returns its path.
+def evaluate_cells(cells: tuple[Cell, ...], ctx: JobContext) -> list[str]:
+    """Run cells that read one trained model and dataset (features and protocol), each written
+    atomically to its own result file; returns their paths.
 
-    The body of an evaluation job; the result records the job id at run time.
+    The body of an evaluation job: one process loads the data, the model and the features once for
+    all its cells. A cell whose result exists (a requeued job that finished it before) is skipped;
+    each result records the job id at run time.
     """
     load_plugins(ctx.plugins)
     job = submitit.JobEnvironment()
-    return run_cell(cell, ctx.settings, {**ctx.executor, "job_id": job.job_id})
+    session = session_for(ctx.settings)
+    paths = []
+    for cell in cells:
+        path = session.result_path(cell)
+        paths.append(str(path) if path.exists() else run_cell(cell, ctx.settings, {**ctx.executor, "job_id": job.job_id}))
+    return paths
 
 
 class Resumable(submitit.helpers.Checkpointable):

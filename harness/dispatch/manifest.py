@@ -27,17 +27,19 @@ class Manifest:
         self.path = plan.folder / "manifest.json"
         self.jobs: dict[str, dict] = json.loads(self.path.read_text())["jobs"] if self.path.exists() else {}
 
-    def record(self, keys: Sequence[str], labels: Sequence[str], jobs: Sequence[submitit.Job], executor: str) -> None:
+    def record(self, keys: Sequence[Sequence[str]], labels: Sequence[Sequence[str]], jobs: Sequence[submitit.Job], executor: str) -> None:
+        """Record each job under the keys of everything it does (one artifact, or several cells)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for key, label, job in zip(keys, labels, jobs):
-            self.jobs[key] = {
-                "label": label,
-                "executor": executor,
-                "job_id": job.job_id,
-                "stdout": str(job.paths.stdout),
-                "stderr": str(job.paths.stderr),
-                "submitted": now,
-            }
+        for job_keys, job_labels, job in zip(keys, labels, jobs):
+            for key, label in zip(job_keys, job_labels):
+                self.jobs[key] = {
+                    "label": label,
+                    "executor": executor,
+                    "job_id": job.job_id,
+                    "stdout": str(job.paths.stdout),
+                    "stderr": str(job.paths.stderr),
+                    "submitted": now,
+                }
         write_json(self.path, {"sweep": self.plan.sweep, "settings": dataclasses.asdict(self.plan.settings), "jobs": self.jobs})
 
 

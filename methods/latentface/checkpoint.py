@@ -20,7 +20,7 @@ import torch
 
 from harness.checkpoints import strict_state
 from harness.io import torch_save
-from methods.unsup3d.checkpoint import STAGE2_NETS, CheckpointFile
+from methods.unsup3d.checkpoint import RELEASED_SIZES, STAGE2_NETS, CheckpointFile
 
 #: diffusers 0.14 attention tensor names -> today's
 ATTENTION_RENAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
@@ -71,7 +71,7 @@ def load_stage2_weights(stage2: torch.nn.Module, model: str, ckpt: CheckpointFil
                 name = f"nets.{kind}.unet.{project_denoiser_name(key)}"
                 source[name] = f"{net_of[kind]}.{key}"
             given[name] = value
-    strict_state(expected, given, source, f"{ckpt.where} -> stage 2")
+    strict_state(expected, given, source, f"{ckpt.where} -> stage 2", RELEASED_SIZES)
     stage2.load_state_dict(given, strict=True)
 
 

@@ -6,7 +6,6 @@ Z_id (B, D); one network per latent kind (texture, shape), trained separately.
 from __future__ import annotations
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 
@@ -31,6 +30,8 @@ class Denoiser(nn.Module):
         super().__init__()
         if width % 8:
             raise ValueError(f"denoiser width must be a multiple of 8 (attention heads of 8 channels), got {width}")
+        from diffusers import UNet2DModel  # imported when a network is built: registering the method stays quick
+
         self.unet = UNet2DModel(
             sample_size=1,
             in_channels=2 * latent_dim,

@@ -30,13 +30,12 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from harness.accel import Accel
 from harness.artifacts import Artifact
 from harness.datasets.base import ClipSet
-from harness.config import at_least, between, choice, positive
+from harness.config import at_least, between, choice, dotted, positive
 from harness.errors import BenchError
 from harness.io import atomic_path, cached, torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -49,11 +48,11 @@ from methods.unsup3d.method import (
     ENVIRONMENT,
     Unsup3DConfig,
     load_stage1,
-    perceptual_source,
     predicted_depth,
     stage1_artifact,
     stage1_checkpoint,
     stage1_config,
+    stage1_origin,
 )
 from methods.unsup3d.model import FIGURE_TILE, FOV_DEGREES, Unsup3D, canonical_depth
 
@@ -159,12 +158,16 @@ class LatentFaceConfig(Unsup3DConfig):
         "stage2_min_lr": at_least(0),
     }
 
-    def check(self) -> None:
-        super().check()
+    def check(self, section: str) -> None:
+        super().check(section)
+        p = dotted(section)
         if self.stage2_width % 8:
-            raise BenchError(f"latentface.stage2_width={self.stage2_width}: use a positive multiple of 8")
+            raise BenchError(f"{p}stage2_width={self.stage2_width}: use a positive multiple of 8")
         if self.sample_steps > self.diffusion_steps:
-            raise BenchError(f"latentface.sample_steps={self.sample_steps}: at most diffusion_steps ({self.diffusion_steps})")
+            raise BenchError(
+                f"{p}sample_steps={self.sample_steps}: at most {p}diffusion_steps ({self.diffusion_steps}); "
+                f"set {p}sample_steps lower or {p}diffusion_steps higher"
+            )
 
     def stage2_dict(self) -> dict[str, Any]:
         """The stage-2 fields (what the stage-2 artifact key needs besides stage 1's hash)."""
@@ -376,7 +379,8 @@ def save_identity_figure(
         tiles = torch.cat(rows)
         tiles = F.interpolate(tiles, scale_factor=max(1, FIGURE_TILE // tiles.shape[-1]), mode="nearest")  # as stage 1's figure
         with atomic_path(path) as tmp:
-            torchvision.utils.save_image(tiles.cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
+            from torchvision.utils import save_image  # imported late: registering the method stays quick
+            save_image(tiles.cpu(), tmp, nrow=FIGURE_FRAMES, padding=2, pad_value=1.0, format="png")
 
 
 # --- the stage-2 artifact ------------------------------------------------------------------------
@@ -515,12 +519,11 @@ class LatentFace(Method):
         return predicted_depth(self.stage1, x)
 
     def info(self) -> dict:
-        info: dict[str, Any] = {"stage2": self.model or "none", "features": {view: self.feature_layout(view) for view in VIEWS}}
-        if self.cfg.checkpoint:
-            info["weights"] = self.weights_file()
-        else:
-            source = perceptual_source(self.cfg)
-            info.update(perceptual_loss=source.mode, perceptual_loss_detail=source.describe())
+        info: dict[str, Any] = {
+            "stage2": self.model or "none",
+            "features": {view: self.feature_layout(view) for view in VIEWS},
+            **stage1_origin(self.cfg, self),
+        }
         if self.model == "rdm":
             info.update(sampler=self.cfg.sampler, sample_steps=self.cfg.sample_steps, noise=self.cfg.noise)
             if not self.cfg.checkpoint:

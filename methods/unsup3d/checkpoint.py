@@ -40,6 +40,8 @@ _CONFIDENCE = {"network": "trunk", "out_net1": "photometric_head", "out_net2": "
 #: buffers of the project's model that no released file holds (left at their initial values)
 PROJECT_ONLY = ("train_steps",)
 LAYOUTS = ("unsup3d-release", "latentface-release", "project")
+#: What a shape mismatch with a released file usually means (the hint of ``strict_state``).
+RELEASED_SIZES = "the released networks are the paper preset: 64 px, width 1, 256-d latents"
 
 
 def project_name(key: str, encoder_layers: int) -> str:
@@ -214,5 +216,5 @@ def load_stage1_weights(model: torch.nn.Module, ckpt: CheckpointFile) -> None:
             given[name], source[name] = value, key
         for name in PROJECT_ONLY:  # a training counter the released code does not have
             given.setdefault(name, expected[name])
-    strict_state(expected, given, source, f"{ckpt.where} -> stage 1")
+    strict_state(expected, given, source, f"{ckpt.where} -> stage 1", RELEASED_SIZES)
     model.load_state_dict(given, strict=True)

@@ -15,7 +15,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from harness.checkpoints import hub_file, warn_once
@@ -111,6 +110,8 @@ def vgg16_relu3_3(source: PerceptualSource, seed: int = 0) -> Optional[nn.Sequen
     """
     if source.mode == "off":
         return None
+    import torchvision  # imported when a network is built: registering the method stays quick
+
     # Only the layers we use: building all of vgg16() would also allocate its 120M-weight head.
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])[:RELU3_3]
     if source.mode == "imagenet":

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from harness.accel import Accel
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, choice, existing_file, optional, positive, power_of_two
+from harness.config import Config, at_least, choice, dotted, existing_file, optional, positive, power_of_two
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.registry import register_ablation, register_method
@@ -128,9 +128,9 @@ class Unsup3DConfig(Config):
         "checkpoint": existing_file("give the path of a checkpoint (or leave it empty to train)"),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
         if (64 * self.width) % CHANNELS_PER_GROUP:
-            raise BenchError(f"unsup3d.width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
+            raise BenchError(f"{dotted(section)}width={self.width}: use a positive multiple of 1/16 (1 = paper widths)")
 
 
 # --- stage 1 as a shared artifact ----------------------------------------------------------------
@@ -143,6 +143,15 @@ def stage1_config(cfg: Config) -> Unsup3DConfig:
 def perceptual_source(cfg: Config) -> PerceptualSource:
     """Which VGG16 the perceptual loss uses on this machine (warns once when it is not ImageNet's)."""
     return resolve_perceptual(cfg.vgg_weights, cfg.perceptual_fallback)
+
+
+def stage1_origin(cfg: Config, method: Method) -> dict:
+    """Where a stage-1 model comes from, for ``Method.info``: its weight file, or the perceptual
+    loss it is trained with."""
+    if cfg.checkpoint:
+        return {"weights": method.weights_file()}
+    source = perceptual_source(cfg)
+    return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe()}
 
 
 def build_model(cfg: Config, seed: int, light: bool = True, pose: bool = True, perceptual: Optional[PerceptualSource] = None) -> Unsup3D:
@@ -374,10 +383,7 @@ class Unsup3DMethod(Method):
         return predicted_depth(self.model, x)
 
     def info(self) -> dict:
-        if self.cfg.checkpoint:
-            return {"weights": self.weights_file(), "features": list(self.kinds)}
-        source = perceptual_source(self.cfg)
-        return {"perceptual_loss": source.mode, "perceptual_loss_detail": source.describe(), "features": list(self.kinds)}
+        return {**stage1_origin(self.cfg, self), "features": list(self.kinds)}
 
 
 register_ablation(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torchvision
 from torch import nn
 
 from harness.io import atomic_path
@@ -231,4 +230,5 @@ def save_reconstruction_grid(model: Unsup3D, x: torch.Tensor, path: Path) -> Non
     rows = torch.stack(columns, dim=1).flatten(0, 1)  # sample-major: each grid row is one sample
     rows = nn.functional.interpolate(rows, scale_factor=max(1, FIGURE_TILE // rows.shape[-1]), mode="nearest")
     with atomic_path(path) as tmp:
-        torchvision.utils.save_image(rows.cpu(), tmp, nrow=len(columns), padding=2, pad_value=1.0, format="png")
+        from torchvision.utils import save_image  # imported late: registering the method stays quick
+        save_image(rows.cpu(), tmp, nrow=len(columns), padding=2, pad_value=1.0, format="png")

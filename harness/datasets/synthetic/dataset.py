@@ -59,7 +59,7 @@ class SyntheticConfig(Config):
         variation: ``all`` (every factor varies) or ``pose``: one neutral expression, light,
             camera and background for every image, only the person and the head pose vary (with
             ``train_identities=1``: one head under random poses, the sanity case where a 3D
-            model's depth must be learnable; ``scripts/depth_curve.py``).
+            model's depth must be learnable; ``docs/depth_study/depth_curve.py``).
     """
 
     seed: int = 0

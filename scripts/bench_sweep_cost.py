@@ -1,5 +1,7 @@
 """What a ``--preset paper`` sweep of the paper's Tables 1-4 costs, from measured bench figures.
 
+Part of ``scripts/bench.py`` (its ``--project``), kept in its own file because it only does arithmetic.
+
 ``python scripts/bench.py --project`` prints this after measuring; ``python scripts/bench.py
 --project --from bench.json`` reprojects a saved bench (for example one from a GPU). Every job of
 the sweep is a number of images pushed through a measured rate:

@@ -12,9 +12,9 @@ test split), elsewhere a stratified 20 % (``protocols.fer.validation_split``). I
 * a small CNN trained *supervised* on the same training images: what is learnable from them.
 
 Examples:
-    python scripts/fer_headroom.py                                   # synthetic, quick preset
-    python scripts/fer_headroom.py --methods pixels,random-cnn,unsup3d --cache-dir .cache
-    python scripts/fer_headroom.py --dataset fer2013 --data-root ~/data --set fer2013.train_limit=5000
+    python docs/fer_headroom/fer_headroom.py                                   # synthetic, quick preset
+    python docs/fer_headroom/fer_headroom.py --methods pixels,random-cnn,unsup3d --cache-dir .cache
+    python docs/fer_headroom/fer_headroom.py --dataset fer2013 --data-root ~/data --set fer2013.train_limit=5000
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from harness.cli import method_variants  # noqa: E402
 from harness.config import parse_overrides  # noqa: E402

@@ -10,12 +10,13 @@ temporary folder, then prints the median over repeats, side by side, of:
 - ``method load``: everything ``latentface:rdm-both`` does to become ready from the file
   (hash, read, build both stages, map every name, strict checks, copy in), caches cleared.
 
-    python scripts/bench_checkpoint.py [--repeats 5] [--threads 1] [--folder DIR]
+    python docs/checkpoint_loading/bench_checkpoint.py [--repeats 5] [--threads 1] [--folder DIR]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +24,15 @@ from typing import Callable
 
 import torch
 
-from harness.checkpoints import _sha256, file_sha256, load_weights
-from harness.datasets.base import ImageSet
-from harness.method import MethodContext
-from methods.latentface.checkpoint import released_denoisers
-from methods.latentface.method import IdentityModel, LatentFace, LatentFaceConfig
-from methods.unsup3d.checkpoint import _LOADED, read_checkpoint, released_stage1
-from methods.unsup3d.method import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
+
+from harness.checkpoints import _sha256, file_sha256, load_weights  # noqa: E402
+from harness.datasets.base import ImageSet  # noqa: E402
+from harness.method import MethodContext  # noqa: E402
+from methods.latentface.checkpoint import released_denoisers  # noqa: E402
+from methods.latentface.method import IdentityModel, LatentFace, LatentFaceConfig  # noqa: E402
+from methods.unsup3d.checkpoint import _LOADED, read_checkpoint, released_stage1  # noqa: E402
+from methods.unsup3d.method import build_model  # noqa: E402
 
 
 def write_release(path: Path) -> None:

@@ -5,8 +5,8 @@ seven expressions at full intensity; the last row sweeps one person's yaw from -
 The video sheet (``--video``): each row is one smooth clip (``SyntheticFaces.video()``) frame by
 frame, each frame marked with its phase (n neutral, o onset, A apex, f offset).
 
-    python scripts/synthetic_contact_sheet.py --out docs/synthetic_contact_sheet.png
-    python scripts/synthetic_contact_sheet.py --video --out docs/synthetic_video_sheet.png
+    python docs/synthetic_contact_sheet.py --out docs/synthetic_contact_sheet.png
+    python docs/synthetic_contact_sheet.py --video --out docs/synthetic_video_sheet.png
 """
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ floors). Training resumes from the run folder, so
 more epochs can be added later, and every epoch's line is also written to ``curve.csv``; the
 reconstruction grid is saved at chosen epochs.
 
-    python scripts/depth_curve.py --out runs/depth-quick --epochs 30
-    python scripts/depth_curve.py --out runs/one-head --epochs 30 --set synthetic.train_identities=1 --eval-split train
-    python scripts/depth_curve.py --out runs/pose-only --epochs 30 --set synthetic.variation=pose --set synthetic.train_identities=1 --eval-split train
-    python scripts/depth_curve.py --out runs/wide --epochs 20 --set unsup3d.input_size=64 --set unsup3d.width=0.5
+    python docs/depth_study/depth_curve.py --out runs/depth-quick --epochs 30
+    python docs/depth_study/depth_curve.py --out runs/one-head --epochs 30 --set synthetic.train_identities=1 --eval-split train
+    python docs/depth_study/depth_curve.py --out runs/pose-only --epochs 30 --set synthetic.variation=pose --set synthetic.train_identities=1 --eval-split train
+    python docs/depth_study/depth_curve.py --out runs/wide --epochs 20 --set unsup3d.input_size=64 --set unsup3d.width=0.5
 
 ``--eval-split test`` scores held-out people (the FER test split); ``train`` scores other images
 of the training people (for the one-head sanity cases, whose only person is a training person).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness.cli import merge_overrides  # noqa: E402
 from harness.config import load_config_file, parse_overrides  # noqa: E402
