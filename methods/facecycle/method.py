@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.artifacts import Artifact
-from harness.config import Config, at_least, choice, existing_file, positive
+from harness.config import Config, at_least, choice, dotted, existing_file, positive
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.method import Method, MethodContext, model_seed, part_slices
@@ -135,18 +135,19 @@ class FaceCycleConfig(Config):
         "checkpoint": existing_file("give the path of a FaceCycle .tar file (or leave it empty to train)"),
     }
 
-    def check(self) -> None:
+    def check(self, section: str) -> None:
+        key = dotted(section)
         if self.train_size % ENCODER_STRIDE:
-            raise BenchError(f"facecycle.train_size={self.train_size}: use a multiple of {ENCODER_STRIDE} (official: 64)")
+            raise BenchError(f"{key}train_size={self.train_size}: use a multiple of {ENCODER_STRIDE} (official: 64)")
         if (64 * self.width) % 4:
-            raise BenchError(f"facecycle.width={self.width}: use a multiple of 1/16 (1 = the official networks)")
+            raise BenchError(f"{key}width={self.width}: use a multiple of 1/16 (1 = the official networks)")
         if self.verification_features == "id" and self.id_epochs == 0 and not self.checkpoint:
-            raise BenchError("facecycle.verification_features=id needs the identity cycle; set facecycle.id_epochs to 1 or more")
+            raise BenchError(f"{key}verification_features=id needs the identity cycle; set {key}id_epochs to 1 or more")
         official = {"width": 1.0, "train_size": 64, "generator_blocks": 8}
         differ = [f"{k}={getattr(self, k):g}" for k, v in official.items() if getattr(self, k) != v]
         if self.checkpoint and differ:
             raise BenchError(
-                f"facecycle.checkpoint: the authors' networks are width 1, 64 px codes, 8 generator blocks, not {', '.join(differ)}; "
+                f"{key}checkpoint: the authors' networks are width 1, 64 px codes, 8 generator blocks, not {', '.join(differ)}; "
                 "use --preset paper (or --set facecycle.width=1 --set facecycle.train_size=64 --set facecycle.generator_blocks=8)"
             )
 
