@@ -14,10 +14,12 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from harness.checkpoints import hub_file, warn_once
+from harness.lazy import lazy
+
+vgg = lazy("torchvision.models.vgg")  # imported when a network is built: registering stays quick
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,8 @@ def resolve_vgg19(path: str, fallback: str, setting: str = "facecycle") -> VGGSo
 def vgg19_layers(source: VGGSource, seed: int, width: float = 1.0) -> nn.Sequential:
     """VGG19 ``features[:21]`` (to relu4_1) with channels scaled by ``width``: ImageNet weights
     (``width`` 1 only) or seeded ones, all frozen."""
-    cfg = [v if v == "M" else round(v * width) for v in torchvision.models.vgg.cfgs["E"]]
-    layers = torchvision.models.vgg.make_layers(cfg)[:RELU4_1]
+    cfg = [v if v == "M" else round(v * width) for v in vgg.cfgs["E"]]
+    layers = vgg.make_layers(cfg)[:RELU4_1]
     if source.mode == "imagenet" and width == 1:
         state = torch.load(source.path, map_location="cpu", weights_only=True)
         layers.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.") and int(k.split(".")[1]) < RELU4_1})
