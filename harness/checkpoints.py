@@ -21,6 +21,7 @@ file at the same path never reuses old features or results.
 from __future__ import annotations
 
 import functools
+import logging
 import pickle
 import struct
 import zipfile
@@ -202,3 +203,20 @@ def strict_state(
             f"{where}: {source.get(k, k)} has shape {tuple(given[k].shape)}, the model expects {tuple(expected[k].shape)}"
             f"{f' (+{len(wrong) - 1} more)' if len(wrong) > 1 else ''}; check the size settings ({sizes})"
         )
+
+
+def hub_file(path: str, name: str) -> Path:
+    """The weight file a setting names (``path``), or by default ``name`` in torchvision's hub
+    cache (``$TORCH_HOME/hub/checkpoints/``), where a download would have put it; may not exist."""
+    return Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+_warned: set[str] = set()
+
+
+def warn_once(log: logging.Logger, message: str) -> None:
+    """Log ``message`` as a warning the first time this process sees it (a fallback used by
+    every cell of a sweep is said once)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)

@@ -219,3 +219,12 @@ def test_mae_pool_reuses_the_trained_network(tmp_path):
     assert cls_token.fingerprint() != mean.fingerprint()  # but the cached features differ
     other = MAE(MAEConfig.resolve("smoke", {"mask_ratio": "0.5"}), "default", ctx)
     assert other.artifacts()[0].hash != cls_token.artifacts()[0].hash
+
+
+def test_tables_list_the_paper_baselines_in_its_order():
+    """Tables list rows in registration order: the paper's Tables 1 and 2 put the general
+    baselines first, then the six face-specific ones, then LatentFace."""
+    from harness.registry import METHODS
+
+    order = ["simclr", "mae", "fabnet", "tcae", "temporal", "facecycle", "sslfer", "pcl", "latentface"]
+    assert [n for n in METHODS.names() if n in order] == order

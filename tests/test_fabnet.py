@@ -21,7 +21,6 @@ from harness.cli import main
 from harness.datasets.base import ClipSet, ImageSet
 from harness.errors import BenchError
 from harness.method import MethodContext, to_input
-from harness.registry import METHODS
 from methods.fabnet.checkpoint import official_state
 from methods.fabnet.curriculum import Curriculum, window_mean
 from methods.fabnet.method import FabNetMethod, FlowMethod, TCAEMethod, to_unit
@@ -249,7 +248,3 @@ def test_paper_networks_have_the_official_tensor_counts_and_train_a_step_at_256_
     assert (FabNetMethod.Config.resolve("paper").lr, TCAEMethod.Config.resolve("paper").lr) == (1e-4, 1e-3)
     assert (FabNetMethod.Config.resolve("paper").batch_size, TCAEMethod.Config.resolve("paper").batch_size) == (128, 64)
 
-
-def test_registered_in_table_order_after_the_learned_methods():
-    names = list(METHODS.names())
-    assert names.index("latentface") < names.index("fabnet") < names.index("tcae")

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.checkpoints import hub_file, warn_once
+
 log = logging.getLogger(__name__)
 
 EPS = 1e-7
@@ -78,9 +80,6 @@ class PerceptualSource:
         return "ImageNet VGG16 weights not found: perceptual term off"
 
 
-_warned: set[str] = set()
-
-
 def resolve_perceptual(vgg_weights: str, fallback: str) -> PerceptualSource:
     """Find the ImageNet VGG16 weights, or fall back (with one warning per process). Never downloads.
 
@@ -91,7 +90,7 @@ def resolve_perceptual(vgg_weights: str, fallback: str) -> PerceptualSource:
     """
     if fallback not in PERCEPTUAL_FALLBACKS:
         raise ValueError(f"unknown perceptual fallback {fallback!r}; choose one of {PERCEPTUAL_FALLBACKS}")
-    path = Path(vgg_weights).expanduser() if vgg_weights else Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+    path = hub_file(vgg_weights, VGG16_FILE)
     if path.is_file():
         return PerceptualSource("imagenet", path)
     source = PerceptualSource(fallback)
@@ -99,9 +98,7 @@ def resolve_perceptual(vgg_weights: str, fallback: str) -> PerceptualSource:
         f"ImageNet VGG16 weights not found at {path}; perceptual loss: {fallback} "
         f"(unsup3d.perceptual_fallback). Put the file there or set unsup3d.vgg_weights=PATH to train as the paper did."
     )
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+    warn_once(log, message)
     return source
 
 
