@@ -5,9 +5,10 @@ Module and tensor names inside each network are the official ones (``conv1``, ``
 networks' own names differ (``methods/facecycle/checkpoint.py`` holds that table). Every size
 scales with ``width`` (1 = the official networks, 64/128/256 channels); the CPU presets use less.
 
-The encoder's building blocks (``SelfAttention``, ``ResidualBlock``, ``conv_lrelu``,
-``encoder_stages``, ``last_stage``) are public: PCL uses this encoder with its last stage split
-in two (``last_stage`` builds one copy per branch).
+The encoder's building blocks (``widths``, ``conv_lrelu``, ``SelfAttention``, ``ResidualBlock``,
+``encoder_stages``, ``run_stages``, ``official_init``) are public: PCL uses this encoder up to
+``layer3_1``, which it ends at 128 channels (``encoder_stages(width, out=c2)``), and replaces
+``layer3_2`` by two branches of its own (128 -> 128 -> 128 each); it does not use ``last_stage``.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ VGG_FRONT = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 
 
 
 def widths(width: float) -> tuple[int, int, int]:
-    """Channels (c1, c2, c3) of the three resolutions: (64, 128, 256) at ``width`` 1."""
-    return round(64 * width), round(128 * width), round(256 * width)
+    """Channels (c1, c2, c3) of the three resolutions: (64, 128, 256) at ``width`` 1, at least 1."""
+    return max(1, round(64 * width)), max(1, round(128 * width)), max(1, round(256 * width))
 
 
 def feature_map_side(size: int) -> int:
@@ -58,11 +59,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        # reshape, not view: the maps may be channels-last
+        # reshape, not view: the maps may be channels-last. g, theta, phi in the official order:
+        # it sets the order x's gradients add up in, so seeded training matches to the bit
+        g = self.g(x).reshape(b, c, -1)
         theta = F.softmax(self.theta(x).reshape(b, c, -1), dim=-1).transpose(1, 2)  # B x N x C
         similarity = torch.bmm(self.phi(x).reshape(b, c, -1), theta)  # B x C x C
-        g = F.softmax(self.g(x).reshape(b, c, -1), dim=1)  # over channels
-        return self.act(x + torch.bmm(similarity, g).reshape(b, c, h, w))
+        return self.act(x + torch.bmm(similarity, F.softmax(g, dim=1)).reshape(b, c, h, w))  # g: over channels
 
 
 class ResidualBlock(nn.Module):
@@ -78,11 +80,13 @@ class ResidualBlock(nn.Module):
         return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
 
 
-def encoder_stages(width: float = 1.0) -> dict[str, nn.Module]:
+def encoder_stages(width: float = 1.0, out: Optional[int] = None) -> dict[str, nn.Module]:
     """The encoder's stages before the last, in order, with the official names: ``conv1``
     (7x7 stride 2), ``layer1`` and ``layer2_1`` (with self-attention), two residual blocks,
-    ``layer2_2`` and ``layer3_1`` (each halving the map)."""
+    ``layer2_2`` and ``layer3_1`` (each halving the map). ``layer3_1`` ends at ``out`` channels
+    (default c3, FaceCycle's; PCL's goes back to c2)."""
     c1, c2, c3 = widths(width)
+    out = c3 if out is None else out
     return {
         "conv1": nn.Sequential(*conv_lrelu(3, c1, 2, kernel=7), *conv_lrelu(c1, c1)),
         "layer1": nn.Sequential(*conv_lrelu(c1, c1), SelfAttention(c1), *conv_lrelu(c1, c1)),
@@ -90,8 +94,15 @@ def encoder_stages(width: float = 1.0) -> dict[str, nn.Module]:
         "resblock1": ResidualBlock(c2),
         "resblock2": ResidualBlock(c2),
         "layer2_2": nn.Sequential(*conv_lrelu(c2, c2, 2), *conv_lrelu(c2, c2)),
-        "layer3_1": nn.Sequential(*conv_lrelu(c2, c3, 2), *conv_lrelu(c3, c3)),
+        "layer3_1": nn.Sequential(*conv_lrelu(c2, c3, 2), *conv_lrelu(c3, out)),
     }
+
+
+def run_stages(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` through the stages of ``encoder_stages`` that ``net`` holds under their names."""
+    for name in ("conv1", "layer1", "layer2_1", "resblock1", "resblock2", "layer2_2", "layer3_1"):
+        x = getattr(net, name)(x)
+    return x
 
 
 def last_stage(width: float = 1.0) -> nn.Sequential:
@@ -135,9 +146,7 @@ class Encoder(nn.Module):
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The ``layer3_2`` map (B, c2, s, s) of normalised images (B, 3, H, W)."""
-        for stage in (self.conv1, self.layer1, self.layer2_1, self.resblock1, self.resblock2, self.layer2_2, self.layer3_1):
-            x = stage(x)
-        return self.layer3_2(x)
+        return self.layer3_2(run_stages(self, x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(x).flatten(1)

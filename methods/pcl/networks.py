@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.lazy import lazy
-from methods.pcl.blocks import FaceCycleStem, channels, conv_pair, init_convolutions
+from methods.facecycle.networks import conv_lrelu, encoder_stages, official_init, run_stages, widths
 
 # Imported on first use: registering the method (tables, --status) builds no network.
 heads = lazy("lightly.models.modules.heads")
@@ -25,18 +25,24 @@ heads = lazy("lightly.models.modules.heads")
 TRAINING_STATE = ("steps", "costs")
 
 
-class PCLEncoder(FaceCycleStem):
-    """FaceCycle's expression encoder with the last stage split: ``forward`` -> (trunk, face, pose)."""
+class PCLEncoder(nn.Module):
+    """FaceCycle's expression encoder (``methods/facecycle/networks.py``) with PCL's ends:
+    ``layer3_1`` goes back to c2 channels (128 -> 256 -> 128; FaceCycle's ends at 256), and the
+    last stage is split into ``layer3_2_exp`` and ``layer3_2_pose``, each 128 -> 128 -> 128
+    (FaceCycle's ``layer3_2``: 256 -> 256 -> 128). ``forward`` -> (trunk, face, pose), flattened;
+    the trunk (``layer3_1``'s map, input side / 16) is PCL's representation."""
 
     def __init__(self, width: float = 1.0) -> None:
-        super().__init__(width)
-        c = self.out_channels
-        self.layer3_2_exp = conv_pair(c, c, c)
-        self.layer3_2_pose = conv_pair(c, c, c)
-        init_convolutions(self)
+        super().__init__()
+        c = self.out_channels = widths(width)[1]
+        for name, stage in encoder_stages(width, out=c).items():
+            self.add_module(name, stage)
+        self.layer3_2_exp = nn.Sequential(*conv_lrelu(c, c), *conv_lrelu(c, c))
+        self.layer3_2_pose = nn.Sequential(*conv_lrelu(c, c), *conv_lrelu(c, c))
+        official_init(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        trunk = super().forward(x)
+        trunk = run_stages(self, x)
         return trunk.flatten(1), self.layer3_2_exp(trunk).flatten(1), self.layer3_2_pose(trunk).flatten(1)
 
 
@@ -57,7 +63,7 @@ class Generator(nn.Module):
 
     def __init__(self, in_dim: int, size: int, width: float = 1.0) -> None:
         super().__init__()
-        d = channels(512, width)
+        d = max(1, round(512 * width))
         self.fc = nn.Linear(in_dim, d)
         stages = int(math.log2(size))
         widths = [d] + [d // 2] * (stages - 2) + [d // 4]  # the authors' 512, 256 x 4, 128 at 64 px
