@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from harness.artifacts import Artifact
-from harness.checkpoints import file_sha256, load_weights, strict_state, weights_record
+from harness.checkpoints import file_sha256, hub_file, load_weights, strict_state, warn_once, weights_record
 from harness.datasets.base import ClipSet
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
@@ -47,7 +47,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ImageNet ResNet-18 file (what ``models.resnet18(pretrained=True)`` downloads)
 RESNET18_FILE = "resnet18-f37072fd.pth"
-_warned: set[str] = set()
 #: the last released files read, by method, file content and network shapes: the runner makes a
 #: method more than once (checks, then each seed), and a file is read once
 _RELEASED: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -102,13 +101,10 @@ class ImageNetResNet18:
 def resolve_resnet18(path: str, setting: str, fallback: str, consequence: str) -> ImageNetResNet18:
     """The ImageNet ResNet-18 at ``path`` (empty: torchvision's hub cache), or ``fallback`` with
     one warning per process saying ``consequence``. Never downloads."""
-    file = Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
+    file = hub_file(path, RESNET18_FILE)
     if file.is_file():
         return ImageNetResNet18("imagenet", file)
-    message = f"ImageNet ResNet-18 not found at {file}; {consequence} (set {setting}=PATH to the file {RESNET18_FILE})"
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+    warn_once(log, f"ImageNet ResNet-18 not found at {file}; {consequence} (set {setting}=PATH to the file {RESNET18_FILE})")
     return ImageNetResNet18(fallback)
 
 
