@@ -207,7 +207,7 @@ def test_the_contact_sheet_shows_what_the_dataset_hands_out(tmp_path):
 
     images, flags = pairs_and_flags()
     write_bin(tmp_path / "data/lfw.bin", images, flags)
-    sheet = np.asarray(load_script("bin_contact_sheet").sheet(tmp_path / "data/lfw.bin", [0, 3], (1.0, 0.9)))
+    sheet = np.asarray(load_script("bin_contact_sheet", "docs").sheet(tmp_path / "data/lfw.bin", [0, 3], (1.0, 0.9)))
     assert sheet.shape == (14 + 4 * 112, 3 * 112 + 90, 3)
     handed_out = dataset("lfw-bin", tmp_path / "data", tmp_path).verification()[0].images[7]  # pair 3's right image
     shown = torch.nn.functional.interpolate(handed_out[None].float(), size=112, mode="nearest").to(torch.uint8)[0]

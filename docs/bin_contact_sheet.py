@@ -3,7 +3,7 @@
 Each row is one image of the chosen pairs: the stored image (112 px), then the 64 px images the
 dataset hands to methods at ``crop_fraction`` 1 and at the default 0.9 (shown at 112 px).
 
-    python scripts/bin_contact_sheet.py /tmp/bins/lfw.bin --out docs/verification_suite_crops.png
+    python docs/bin_contact_sheet.py /tmp/bins/lfw.bin --out docs/verification_suite_crops.png
 """
 from __future__ import annotations
 
