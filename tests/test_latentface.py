@@ -11,7 +11,8 @@ from harness.datasets.base import ClipSet, ImageSet
 from harness.registry import ABLATIONS
 from harness.runner import Session, Settings
 from harness.method import MethodContext
-from methods.latentface.method import LatentFace, LatentFaceConfig, split_clips
+from harness.datasets.base import split_clips
+from methods.latentface.method import LatentFace, LatentFaceConfig
 from methods.unsup3d.method import Unsup3DConfig, Unsup3DMethod
 
 FRAMES = 16

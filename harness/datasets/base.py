@@ -86,6 +86,20 @@ class ClipSet:
     positions: Optional[torch.Tensor] = None
 
 
+def split_clips(clips: ClipSet, holdout: float, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(training clips, held-out clips), drawn at random; by identity when the frames know them,
+    so that no held-out person is seen in training."""
+    identities = clips.frames.identities
+    groups = [int(identities[c[0]]) if identities is not None else i for i, c in enumerate(clips.clips)]
+    unique = sorted(set(groups))
+    order = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_out = round(holdout * len(unique))
+    held = {unique[i] for i in order[:n_out]}
+    train = [c for c, g in zip(clips.clips, groups) if g not in held]
+    test = [c for c, g in zip(clips.clips, groups) if g in held]
+    return train, test
+
+
 class FaceDataset:
     """Base class of registered datasets.
 

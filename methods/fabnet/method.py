@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from harness.artifacts import Artifact
 from harness.config import Config, at_least, between, dotted, existing_file, positive, power_of_two
-from harness.datasets.base import ClipSet
+from harness.datasets.base import ClipSet, split_clips
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
 from harness.method import Method, MethodContext, model_seed, part_slices, to_input
@@ -28,7 +28,6 @@ from harness.train import fit
 from methods.fabnet.checkpoint import OfficialFile, load_official, read_official
 from methods.fabnet.curriculum import Curriculum, window_mean
 from methods.fabnet.models import TCAE, FabNet, FlowNet
-from methods.latentface.method import split_clips
 
 #: the largest input: the official encoders have eight stride-2 stages (256 px -> 1x1)
 MAX_INPUT = 256

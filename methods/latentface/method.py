@@ -34,7 +34,7 @@ from torch import nn
 
 from harness.accel import Accel
 from harness.artifacts import Artifact
-from harness.datasets.base import ClipSet
+from harness.datasets.base import ClipSet, split_clips
 from harness.config import at_least, between, choice, dotted, positive
 from harness.errors import BenchError
 from harness.io import atomic_path, cached, torch_load, torch_save
@@ -186,20 +186,6 @@ def frame_latents(stage1: Unsup3D, clips: ClipSet, input_size: int, device: torc
         for k in KINDS:
             out[k].append(latents[k].float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}
-
-
-def split_clips(clips: ClipSet, holdout: float, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(training clips, held-out clips), drawn at random; by identity when the frames know them,
-    so that no held-out person is seen in training."""
-    identities = clips.frames.identities
-    groups = [int(identities[c[0]]) if identities is not None else i for i, c in enumerate(clips.clips)]
-    unique = sorted(set(groups))
-    order = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_out = round(holdout * len(unique))
-    held = {unique[i] for i in order[:n_out]}
-    train = [c for c, g in zip(clips.clips, groups) if g not in held]
-    test = [c for c, g in zip(clips.clips, groups) if g in held]
-    return train, test
 
 
 def identity_targets(latents: torch.Tensor, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
