@@ -50,8 +50,10 @@ class SyntheticConfig(Config):
         train_identities: people in the training splits (pretrain, clips, FER train).
         test_identities: people in the FER test split (disjoint from training).
         pretrain_images: unlabelled images for self-supervised training.
-        clips, clip_frames: clips of one person, frames per clip: stage 2's (``clips()``) and
-            as many smooth ones (``video()``).
+        clips, clip_frames: clips of one person (stage 2's, ``clips()``), frames per clip (also
+            of the smooth clips).
+        video_clips: smooth clips (``video()``, what the video baselines train on; fewer than
+            ``clips`` at ``quick``, where they train for a few seconds each).
         fer_train_images, fer_test_images: expression-labelled images (classes balanced).
         verification_pairs: matched pairs per fold, and as many mismatched ones.
         verification_folds: folds of the verification protocol (people disjoint across folds).
@@ -70,6 +72,7 @@ class SyntheticConfig(Config):
     pretrain_images: int = 4000
     clips: int = 150
     clip_frames: int = 16
+    video_clips: int = 48
     fer_train_images: int = 2000
     fer_test_images: int = 1000
     verification_pairs: int = 60
@@ -79,11 +82,11 @@ class SyntheticConfig(Config):
 
     PRESETS = {
         "smoke": dict(
-            train_identities=40, test_identities=20, pretrain_images=128, clips=8,
+            train_identities=40, test_identities=20, pretrain_images=128, clips=8, video_clips=8,
             fer_train_images=700, fer_test_images=350, verification_pairs=10,
         ),
         "paper": dict(
-            train_identities=5000, test_identities=1000, pretrain_images=50000, clips=2000,
+            train_identities=5000, test_identities=1000, pretrain_images=50000, clips=2000, video_clips=2000,
             fer_train_images=20000, fer_test_images=5000, verification_pairs=300,
         ),
     }
@@ -91,7 +94,7 @@ class SyntheticConfig(Config):
     RULES = {
         "seed": at_least(0),
         **{name: at_least(1) for name in (
-            "size", "train_identities", "test_identities", "pretrain_images", "clips", "clip_frames",
+            "size", "train_identities", "test_identities", "pretrain_images", "clips", "clip_frames", "video_clips",
             "fer_train_images", "fer_test_images", "verification_pairs", "verification_folds")},
         "images_per_person": at_least(2),  # a matched pair needs two images of one person
         "max_yaw": between(0, 90),
@@ -110,7 +113,7 @@ COMMON_FIELDS = ("seed", "size", "max_yaw", "train_identities", "variation")
 SPLIT_FIELDS = {
     "pretrain": ("pretrain_images",),
     "clips": ("clips", "clip_frames"),
-    "video": ("clips", "clip_frames"),
+    "video": ("video_clips", "clip_frames"),
     "fer-train": ("fer_train_images",),
     "fer-test": ("test_identities", "fer_test_images"),
     "verification": ("test_identities", "verification_pairs", "verification_folds", "images_per_person"),
@@ -156,7 +159,7 @@ class SyntheticFaces(FaceDataset):
         frames = self._split("video")
         return ClipSet(
             frames=frames, clips=list(torch.arange(len(frames)).view(-1, length)),
-            fps=VIDEO_FPS, positions=torch.arange(length).repeat(self.cfg.clips),
+            fps=VIDEO_FPS, positions=torch.arange(length).repeat(self.cfg.video_clips),
         )
 
     def fer_split(self, split: str) -> ImageSet:
@@ -173,8 +176,8 @@ class SyntheticFaces(FaceDataset):
         return self._split("verification")
 
     def size(self, task: str) -> Optional[int]:
-        clip_frames = self.cfg.clips * self.cfg.clip_frames
-        return {"pretrain": self.cfg.pretrain_images, "clips": clip_frames, "video": clip_frames}.get(task)
+        sizes = {"pretrain": self.cfg.pretrain_images, "clips": self.cfg.clips * self.cfg.clip_frames}
+        return {**sizes, "video": self.cfg.video_clips * self.cfg.clip_frames}.get(task)
 
     def fingerprint(self, task: Optional[str] = None) -> dict:
         # the generator version too: features and trained models go stale when the world changes
@@ -293,7 +296,7 @@ def _clip_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.
 def _video_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Smooth clips: one person, light, camera, background and gaze per clip; one expression
     episode (``world.expression_episodes``) and a smooth head movement (``world.smooth_poses``)."""
-    n, length = cfg.clips, cfg.clip_frames
+    n, length = cfg.video_clips, cfg.clip_frames
     ids = np.repeat(rng.integers(0, cfg.train_identities, n), length)
     labels = rng.integers(1, len(world.EXPRESSIONS), n)  # every clip shows an expression
     env = {name: np.repeat(value, length, axis=0) for name, value in world.sample_environments(rng, n).items()}
