@@ -6,16 +6,15 @@ marker is written last, so a killed build is resumed (from its own checkpoints),
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from harness import timing
 from harness.config import config_hash
 from harness.io import write_json
+from harness.locks import file_lock
 
 
 @dataclasses.dataclass
@@ -51,7 +50,7 @@ class Artifact:
         if self.is_built(cache_dir):
             return folder
         folder.mkdir(parents=True, exist_ok=True)
-        with file_lock(folder / "build.lock"):
+        with file_lock(folder / "build.lock", f"the {self.kind} artifact {self.hash}"):
             if not self.is_built(cache_dir):  # another job may have finished while we waited
                 start = time.time()
                 with timing.stage(f"train {self.kind}"):
@@ -62,13 +61,3 @@ class Artifact:
                 )
         return folder
 
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock held while the block runs (released if the process dies)."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -19,7 +19,7 @@ from harness.errors import BenchError
 from harness.io import UNWRITABLE, clean_temporary
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, SUITES, load_plugins
-from harness.runner import Cell, Session, Settings, dump_folder, session_for
+from harness.runner import Cell, Session, Settings, missing_dump, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
@@ -371,11 +371,6 @@ def compare_row(grid, spec: str, store: Path):
         raise BenchError(f"--compare: {name}:{variant} has results of {len(rows)} settings in {store}/ "
                          f"({'; '.join(grid.label(k) for k in rows)}); compare in a store that holds one of them")
     return rows[0]
-
-
-def missing_dump(settings: Settings, result_path: Path) -> bool:
-    """``--dump-features`` was asked for and this cell's dump is not complete."""
-    return bool(settings.dump_features) and not (dump_folder(settings, result_path) / "cell.json").exists()
 
 
 def show_tables(generated: dict[str, "Table"], store: Path, heading: str = "") -> int:

@@ -8,7 +8,7 @@
 - A cache entry is two files: ``<hash>.pt`` (tensors only) and ``<hash>.json`` (its size, its
   SHA-256 and the structure around the tensors, e.g. an ``ImageSet``). An entry whose tensor file
   does not match its size and checksum (truncated, damaged, or placed there by someone else) is
-  rebuilt, never trusted.
+  rebuilt, never trusted. Processes sharing a cache build each entry once (``harness.locks``).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import torch
 from harness import timing
 from harness.config import config_hash
 from harness.errors import BenchError
+from harness.locks import file_lock
 
 #: errno values that mean "this place cannot be written" (a user's problem, not a bug).
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
@@ -260,23 +261,33 @@ def cached(cache_dir: Path, kind: str, key: dict, build: Callable[[], Any]) -> A
 
     A stored entry is used only when its tensor file matches the size and checksum in its JSON;
     otherwise it is rebuilt (and the run says so). A matching file that still does not load as
-    plain tensors, or names a class that may not be cached, is refused.
+    plain tensors, or names a class that may not be cached, is refused. Processes sharing the
+    cache build an entry once: the builder holds ``<hash>.lock``, the others wait and read what
+    it wrote (a valid entry is read without the lock).
     """
     folder = Path(cache_dir) / kind
     stem = config_hash(key)
     tensor_file, meta_file = folder / f"{stem}.pt", folder / f"{stem}.json"
-    if tensor_file.exists():
-        problem = cache_problem(tensor_file, meta_file)
-        if problem is None:
-            meta = json.loads(meta_file.read_text())
-            return _decode(meta["value"], torch_load(tensor_file), tensor_file)
-        print(f"cache: {tensor_file} cannot be trusted ({problem}); rebuilding it", file=sys.stderr, flush=True)
-    with timing.stage(f"build {kind}"):
-        value = build()
-    tensors: dict[str, torch.Tensor] = {}
-    structure = _encode(value, tensors)
-    torch_save(tensor_file, tensors)
-    meta = {"format": CACHE_FORMAT, "bytes": tensor_file.stat().st_size, "sha256": file_digest(tensor_file),
-            "value": structure, "key": key, "written": time.time()}
-    write_json(meta_file, meta)
+    if tensor_file.exists() and cache_problem(tensor_file, meta_file) is None:
+        return _read_entry(tensor_file, meta_file)
+    make_dirs(folder)
+    with file_lock(folder / f"{stem}.lock", f"the {kind} cache entry {stem}"):
+        if tensor_file.exists():  # another process may have written it while we waited
+            problem = cache_problem(tensor_file, meta_file)
+            if problem is None:
+                return _read_entry(tensor_file, meta_file)
+            print(f"cache: {tensor_file} cannot be trusted ({problem}); rebuilding it", file=sys.stderr, flush=True)
+        with timing.stage(f"build {kind}"):
+            value = build()
+        tensors: dict[str, torch.Tensor] = {}
+        structure = _encode(value, tensors)
+        torch_save(tensor_file, tensors)
+        meta = {"format": CACHE_FORMAT, "bytes": tensor_file.stat().st_size, "sha256": file_digest(tensor_file),
+                "value": structure, "key": key, "written": time.time()}
+        write_json(meta_file, meta)  # last: until it is there, the entry is not trusted
     return value
+
+
+def _read_entry(tensor_file: Path, meta_file: Path) -> Any:
+    meta = json.loads(meta_file.read_text())
+    return _decode(meta["value"], torch_load(tensor_file), tensor_file)

@@ -27,6 +27,7 @@ from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
 from harness.features import FeatureSource
 from harness.io import make_dirs, write_json
+from harness.locks import file_lock
 from harness.provenance import git_state, provenance
 from harness.registry import DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.method import Method, MethodContext
@@ -261,11 +262,54 @@ def supersede(results_dir: Path, stale: list[tuple[Path, str]]) -> None:
         print(f"superseded {path} ({why}); moved to {target}", flush=True)
 
 
-def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) -> str:
-    """Run one cell (training whatever it needs) and write its result file; returns its path."""
+def run_cell(
+    cell: Cell, settings: Settings, executor: Optional[dict] = None, seen: Optional[tuple] = None, wait: bool = True
+) -> Optional[str]:
+    """Run one cell (training whatever it needs) and write its result file; returns its path.
+
+    Processes sharing the results folder run a cell once at a time: the one holding the
+    result's ``.lock`` file runs it, the others wait for it.
+
+    Args:
+        seen: what the caller's sweep saw at the result path when it started
+            (``result_stamp``; ``()``: no file). A result that differs from it was written by
+            another process since then, so it is kept, not computed again (with ``--rerun``
+            too: the other process's result is as new as this sweep's would be). None: run
+            the cell whatever is there.
+        wait: if False and another process is running the cell, return None at once.
+    """
     session = session_for(settings)
     resolved = session.resolve(cell)
     path = session.result_path(cell, resolved)
+    make_dirs(path.parent)
+    with file_lock(path.with_suffix(".lock"), f"cell {cell.label}", wait) as held:
+        if not held:
+            return None
+        if seen is not None and result_stamp(path) not in ((), seen) and not missing_dump(settings, path):
+            print(f"cell already done by another process: {cell.label} -> {path}", flush=True)
+            return str(path)
+        return _evaluate(cell, settings, executor, resolved, path)
+
+
+def run_cells(cells: list[Cell], settings: Settings, executor: dict) -> list[str]:
+    """Run cells in this process; returns their result paths.
+
+    A cell that another process (a second sweep on the same store) is running is put off until
+    the others are done and then waited for, so that two sweeps share the work instead of
+    taking turns at each cell.
+    """
+    session = session_for(settings)
+    # before any work: a result that differs later was written by another process meanwhile
+    seen = {cell: result_stamp(session.result_path(cell)) for cell in cells}
+    paths = {cell: run_cell(cell, settings, executor, seen[cell], wait=False) for cell in cells}
+    for cell in [c for c in cells if paths[c] is None]:
+        paths[cell] = run_cell(cell, settings, executor, seen[cell])
+    return [paths[cell] for cell in cells]
+
+
+def _evaluate(cell: Cell, settings: Settings, executor: Optional[dict], resolved: dict[str, Any], path: Path) -> str:
+    """The work of ``run_cell``: features, protocol, result file."""
+    session = session_for(settings)
     start, tic = datetime.now(timezone.utc), time.time()
     method = session.method(cell.method, cell.variant, cell.seed)
     protocol = session.protocol(cell.protocol)
@@ -301,10 +345,25 @@ def run_cell(cell: Cell, settings: Settings, executor: Optional[dict] = None) ->
     return str(path)
 
 
+def result_stamp(path: Path) -> tuple:
+    """Identity of the file at ``path`` (inode, modification time, size), ``()`` if there is none:
+    a rewrite (a new file renamed onto the path) changes it, without comparing clocks."""
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        return ()
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 def dump_folder(settings: Settings, result_path: Path) -> Path:
     """Where ``--dump-features`` puts a cell's features: ``DIR/<protocol>/<dataset>/<result file stem>/``."""
     result_path = Path(result_path)
     return Path(settings.dump_features) / result_path.parent.parent.name / result_path.parent.name / result_path.stem
+
+
+def missing_dump(settings: Settings, result_path: Path) -> bool:
+    """``--dump-features`` was asked for and this cell's dump is not complete."""
+    return bool(settings.dump_features) and not (dump_folder(settings, result_path) / "cell.json").exists()
 
 
 def submit_time_git() -> dict:

@@ -6,14 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from harness.artifacts import file_lock
 from harness.dispatch.executors import chunks, job_groups, run_local, submit_slurm, wait_slurm
 from harness.dispatch.jobs import JobContext
 from harness.dispatch.manifest import Manifest, describe_job, final_states, live_jobs
 from harness.dispatch.plan import Plan, make_plan
 from harness.dispatch.profiles import CELLS_PER_JOB, check_slurm_tools, load_profile, max_array_size
 from harness.errors import BenchError
-from harness.runner import Cell, Settings, run_cell, session_for, submit_time_git
+from harness.locks import file_lock
+from harness.runner import Cell, Settings, run_cells, session_for, submit_time_git
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -59,7 +59,7 @@ def dispatch(
         raise BenchError("--detach needs --executor slurm (the other executors run the jobs themselves)")
     submit_git = submit_time_git()
     if executor == "inline":
-        return [run_cell(cell, settings, {"name": "inline", "submit_git": submit_git}) for cell in todo]
+        return run_cells(todo, settings, {"name": "inline", "submit_git": submit_git})
     if executor == "slurm":
         check_slurm_tools()
     params = load_profile(options.profile, options.slurm)
@@ -71,7 +71,7 @@ def dispatch(
         executor={"name": executor, "sweep": plan.sweep, "profile": options.profile, "submit_git": submit_git},
     )
     print(f"sweep {plan.sweep}: logs and manifest in {plan.folder}")
-    with file_lock(plan.folder / "submit.lock"):  # two submitters of one sweep would submit everything twice
+    with file_lock(plan.folder / "submit.lock", f"the submission of sweep {plan.sweep}"):  # two submitters of one sweep would submit everything twice
         manifest = Manifest(plan)
         # Later arrays can wait for live Slurm jobs; the local executor waits for its own jobs.
         live = live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {}

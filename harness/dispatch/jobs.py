@@ -58,17 +58,12 @@ def evaluate_cells(cells: tuple[Cell, ...], ctx: JobContext) -> list[str]:
     atomically to its own result file; returns their paths.
 
     The body of an evaluation job: one process loads the data, the model and the features once for
-    all its cells. A cell whose result exists (a requeued job that finished it before) is skipped;
-    each result records the job id at run time.
+    all its cells. A cell whose result exists (a requeued job that finished it before, another
+    process sharing the store) is kept; each result records the job id at run time.
     """
     load_plugins(ctx.plugins)
     job = submitit.JobEnvironment()
-    session = session_for(ctx.settings)
-    paths = []
-    for cell in cells:
-        path = session.result_path(cell)
-        paths.append(str(path) if path.exists() else run_cell(cell, ctx.settings, {**ctx.executor, "job_id": job.job_id}))
-    return paths
+    return [run_cell(cell, ctx.settings, {**ctx.executor, "job_id": job.job_id}, seen=()) for cell in cells]
 
 
 class Resumable(submitit.helpers.Checkpointable):
