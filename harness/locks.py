@@ -3,9 +3,9 @@
 One lock file per piece of work (an artifact's ``build.lock``, a cache entry's ``<hash>.lock``,
 a result's ``<name>.lock``), locked with ``flock``: the kernel releases it when its holder dies,
 so a killed job never blocks anyone. The holder writes its host, process id and start time into
-the file (and clears it when done), so that a process that has to wait can say whom it waits for. Lock files stay where
-they are: deleting one while another process waits on it would let two processes hold "the"
-lock (the waiter's file and a new one).
+the file (and clears it when done), so that a process that has to wait can say whom it waits
+for. Lock files stay where they are: deleting one while another process waits on it would let
+two processes hold "the" lock (the waiter's file and a new one).
 
 Locks nest in one order only, the order in which work needs work: result -> feature entry ->
 artifact (stage 2 -> stage 1) -> latents -> decoded data. A process never takes a lock it holds
@@ -40,7 +40,7 @@ def file_lock(path: Path, what: str = "", wait: bool = True) -> Iterator[bool]:
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        if not try_lock(fd):
+        if not try_lock(fd, path):
             if not wait:
                 yield False
                 return
@@ -59,7 +59,7 @@ def file_lock(path: Path, what: str = "", wait: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def try_lock(fd: int) -> bool:
+def try_lock(fd: int, path: Path) -> bool:
     """Take the lock if no other process holds it; whether it was taken."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,8 +69,8 @@ def try_lock(fd: int) -> bool:
         if exc.errno != errno.ENOLCK:
             raise
         raise BenchError(
-            "this file system gives no locks (ENOLCK; e.g. NFS without its lock service): processes sharing "
-            "--cache-dir / --results-dir could do work twice; mount it with locking or use a local folder"
+            f"cannot lock {path}: its file system gives no locks (e.g. NFS without its lock service); mount it "
+            "with locks (docs/shared-store.md) or point --cache-dir / --results-dir at a local folder"
         ) from None
     return True
 

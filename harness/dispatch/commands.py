@@ -71,7 +71,8 @@ def dispatch(
         executor={"name": executor, "sweep": plan.sweep, "profile": options.profile, "submit_git": submit_git},
     )
     print(f"sweep {plan.sweep}: logs and manifest in {plan.folder}")
-    with file_lock(plan.folder / "submit.lock", f"the submission of sweep {plan.sweep}"):  # two submitters of one sweep would submit everything twice
+    # two submitters of one sweep would submit everything twice
+    with file_lock(plan.folder / "submit.lock", f"the submission of sweep {plan.sweep}"):
         manifest = Manifest(plan)
         # Later arrays can wait for live Slurm jobs; the local executor waits for its own jobs.
         live = live_jobs(manifest.jobs, ["slurm"]) if executor == "slurm" else {}
