@@ -6,6 +6,7 @@ process that was killed is released by the kernel (``harness.locks``).
 """
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness.locks
 from harness.cli import main
 from harness.io import cached
 from harness.runner import Cell, Settings, result_stamp, run_cell
@@ -166,3 +168,16 @@ def test_a_result_written_by_another_process_since_the_sweep_started_is_kept(tmp
     assert "cell done: " in capsys.readouterr().out
     mine = result_stamp(path)
     assert run_cell(cell, settings, seen=other) == str(path) and result_stamp(path) == mine  # --rerun, rewritten since: kept
+
+
+def test_a_file_system_without_locks_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(harness.locks.fcntl, "flock", no_locks)
+    argv = ["--preset", "smoke", "--methods", "pixels", "--protocol", "fer", "--datasets", "synthetic",
+            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: cannot lock ") and "gives no locks" in err
+    assert not list((tmp_path / "results").glob("*/*/*.json"))
