@@ -27,7 +27,7 @@ from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
 from harness.features import FeatureSource
 from harness.io import make_dirs, write_json
-from harness.locks import file_lock
+from harness.locks import STORE_LOCKS, file_lock
 from harness.provenance import git_state, provenance
 from harness.registry import DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.method import Method, MethodContext
@@ -267,8 +267,8 @@ def run_cell(
 ) -> Optional[str]:
     """Run one cell (training whatever it needs) and write its result file; returns its path.
 
-    Processes sharing the results folder run a cell once at a time: the one holding the
-    result's ``.lock`` file runs it, the others wait for it.
+    Processes sharing the results folder run a cell once at a time: the one holding its lock
+    file (``<results>/.locks/<protocol>/<dataset>/<result name>.lock``) runs it, the others wait.
 
     Args:
         seen: what the caller's sweep saw at the result path when it started
@@ -281,8 +281,9 @@ def run_cell(
     session = session_for(settings)
     resolved = session.resolve(cell)
     path = session.result_path(cell, resolved)
-    make_dirs(path.parent)
-    with file_lock(path.with_suffix(".lock"), f"cell {cell.label}", wait) as held:
+    lock = Path(settings.results_dir) / STORE_LOCKS / cell.protocol / cell.dataset / f"{path.stem}.lock"
+    make_dirs(lock.parent)
+    with file_lock(lock, f"cell {cell.label}", wait) as held:
         if not held:
             return None
         if seen is not None and result_stamp(path) not in ((), seen) and not missing_dump(settings, path):
