@@ -232,7 +232,7 @@ def test_expression_probe_is_scored_on_held_out_images():
     g = torch.Generator().manual_seed(0)
     memo = {split: torch.randn(n, 600, generator=g) for split, n in (("train", 300), ("test", 300), ("pairs", 160))}
     train = world.fer_split("train")
-    own = expression_correct(memo["train"], train.labels, memo["train"], train.labels, 3, FactorsConfig().probe_epochs, 0)
+    own = expression_correct(memo["train"], train.labels, memo["train"], train.labels, 3, FactorsConfig.resolve("quick").probe_epochs, 0)
     assert own.mean() > 0.8, "the codes let the probe memorise its training images"
     m = evaluate_parts((world, memo["train"], memo["test"], memo["pairs"]), {"memo": slice(0, 600)})
     # chance 1/3, binomial sd 0.027 on 300 images: 0.1 is 3.7 sd, memorised images score 0.8 or more
