@@ -179,15 +179,21 @@ class Session:
     def result_path(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> Path:
         """Where the cell's result file goes: named by its config hash."""
         h = config_hash(resolved if resolved is not None else self.resolve(cell))
-        name = f"{cell.method}--{cell.variant}--seed{cell.seed}--{h}.json"
-        return Path(self.settings.results_dir) / cell.protocol / cell.dataset / name
+        return self.result_folder(cell) / f"{cell.method}--{cell.variant}--seed{cell.seed}--{h}.json"
+
+    def result_folder(self, cell: Cell) -> Path:
+        """The folder of the cell's result files (of every code version)."""
+        return Path(self.settings.results_dir) / cell.protocol / cell.dataset
 
     def stale(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> list[tuple[Path, str]]:
         """Result files of this cell with these settings that older code made: ``(path, what changed)``."""
+        found = sorted(self.result_folder(cell).glob(f"{cell.method}--{cell.variant}--seed{cell.seed}--*.json"))
+        if not found:
+            return []  # a new cell: no need to resolve it (--dry-run and --status ask of every cell)
         resolved = resolved if resolved is not None else self.resolve(cell)
         current = self.result_path(cell, resolved)
         out = []
-        for path in sorted(current.parent.glob(f"{cell.method}--{cell.variant}--seed{cell.seed}--*.json")):
+        for path in found:
             if path == current:
                 continue
             try:
