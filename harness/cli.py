@@ -16,10 +16,11 @@ from harness.checks import check_run, known_sections
 from harness import timing
 from harness.config import PRESETS, check_sections, load_config_file, parse_overrides
 from harness.errors import BenchError
-from harness.io import UNWRITABLE, clean_temporary
+from harness.io import UNWRITABLE, clean_temporary, make_dirs
+from harness.locks import file_lock
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, SUITES, load_plugins
-from harness.runner import Cell, Session, Settings, missing_dump, session_for
+from harness.runner import Cell, Session, Settings, missing_dump, session_for, store_locks
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise
@@ -284,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             table = export(tables.load_results(store), Path(args.export))
             print(f"{args.export}: {len(table)} results x {len(table.columns)} columns from {store}/")
             return 0
-        return show_tables(tables.generate(store), store)
+        return show_tables(write_tables(args), store)
     logs = split(args.log)
     check_backends(logs)
     os.environ[LOG_ENV] = ",".join(logs)  # read by every training loop, here and in submitted jobs
@@ -330,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         records.append({**json.loads(paths[cell].read_text()), "_path": str(paths[cell])})
         print(f"  {cell.label}: {PROTOCOLS.get(cell.protocol).summary(records[-1]['metrics'])}")
     with timing.stage("tables and figures"):
-        tables.generate(store)  # the store's files cover all its results; the printout only this run's
+        write_tables(args)  # the store's files cover all its results; the printout only this run's
     _, run_tables = tables.build_tables(sorted(records, key=lambda r: r["_path"]))
     show_tables(run_tables, store, f"Tables of this run's {len(cells)} cell{'s' if len(cells) != 1 else ''}")
     if args.executor == "inline":  # jobs of the other executors ran in other processes
@@ -371,6 +372,17 @@ def compare_row(grid, spec: str, store: Path):
         raise BenchError(f"--compare: {name}:{variant} has results of {len(rows)} settings in {store}/ "
                          f"({'; '.join(grid.label(k) for k in rows)}); compare in a store that holds one of them")
     return rows[0]
+
+
+def write_tables(args: argparse.Namespace) -> dict[str, "Table"]:
+    """Regenerate the store's tables and figures, one process of the store at a time: one deleting
+    what its results no longer make while another writes would lose files or fail on a vanished one."""
+    from harness import tables
+
+    lock = store_locks(args.results_dir, args.cache_dir) / "tables.lock"
+    make_dirs(lock.parent)
+    with file_lock(lock, f"the tables of {args.results_dir}"):
+        return tables.generate(Path(args.results_dir))
 
 
 def show_tables(generated: dict[str, "Table"], store: Path, heading: str = "") -> int:

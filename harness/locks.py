@@ -1,7 +1,7 @@
 """Exclusive file locks: processes sharing a store and a cache do each piece of work once.
 
 One lock file per piece of work (an artifact's ``build.lock``, a cache entry's ``<hash>.lock``,
-a result's ``<store>/.locks/<protocol>/<dataset>/<name>.lock``), locked with ``flock``: the kernel releases it when its holder dies,
+a result's ``<cache>/locks/<store>/<protocol>/<dataset>/<name>.lock``), locked with ``flock``: the kernel releases it when its holder dies,
 so a killed job never blocks anyone. The holder writes its host, process id and start time into
 the file (and clears it when done), so that a process that has to wait can say whom it waits
 for. Lock files stay where they are: deleting one while another process waits on it would let
@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.errors import BenchError
-
-#: Folder of a results store that holds its lock files, out of the way of its results and tables.
-STORE_LOCKS = ".locks"
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
 from harness.features import FeatureSource
 from harness.io import make_dirs, write_json
-from harness.locks import STORE_LOCKS, file_lock
+from harness.locks import file_lock
 from harness.provenance import git_state, provenance
 from harness.registry import DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.method import Method, MethodContext
@@ -273,8 +273,8 @@ def run_cell(
 ) -> Optional[str]:
     """Run one cell (training whatever it needs) and write its result file; returns its path.
 
-    Processes sharing the results folder run a cell once at a time: the one holding its lock
-    file (``<results>/.locks/<protocol>/<dataset>/<result name>.lock``) runs it, the others wait.
+    Processes sharing the results folder and cache run a cell once at a time: the one holding
+    its lock file (``cell_lock``) runs it, the others wait.
 
     Args:
         seen: what the caller's sweep saw at the result path when it started
@@ -287,7 +287,7 @@ def run_cell(
     session = session_for(settings)
     resolved = session.resolve(cell)
     path = session.result_path(cell, resolved)
-    lock = Path(settings.results_dir) / STORE_LOCKS / cell.protocol / cell.dataset / f"{path.stem}.lock"
+    lock = cell_lock(settings, path)
     make_dirs(lock.parent)
     with file_lock(lock, f"cell {cell.label}", wait) as held:
         if not held:
@@ -350,6 +350,19 @@ def _evaluate(cell: Cell, settings: Settings, executor: Optional[dict], resolved
     # as it happens, so that a log (Slurm, nohup) shows each result, not only the final tables
     print(f"cell done: {cell.label}: {protocol.summary(metrics)} ({record['provenance']['wall_seconds']:.1f} s)", flush=True)
     return str(path)
+
+
+def store_locks(results_dir: str | Path, cache_dir: str | Path) -> Path:
+    """Folder of the lock files of a results store's cells and tables:
+    ``<cache>/locks/<hash of the store's absolute path>``. In the cache, so that a run stopped by
+    bad input leaves the store as it was."""
+    return Path(cache_dir) / "locks" / config_hash({"results_dir": str(Path(results_dir).resolve())})
+
+
+def cell_lock(settings: Settings, result_path: Path) -> Path:
+    """The lock file of a result: ``<store locks>/<protocol>/<dataset>/<result name>.lock``."""
+    folder = store_locks(settings.results_dir, settings.cache_dir) / result_path.parent.parent.name / result_path.parent.name
+    return folder / f"{result_path.stem}.lock"
 
 
 def result_stamp(path: Path) -> tuple:

@@ -21,8 +21,7 @@ from tabulate import tabulate
 from harness import compare, plots
 from harness.config import config_hash
 from harness.errors import BenchError
-from harness.io import atomic_path, make_dirs
-from harness.locks import STORE_LOCKS, file_lock
+from harness.io import atomic_path
 from harness.registry import ABLATIONS, METHODS, PROTOCOLS, Ablation, load_plugins
 
 RowKey = tuple[str, str, str]  # method, variant, method-setting hash
@@ -345,20 +344,8 @@ def table_figures(folder: Path, stem: str) -> list[Path]:
 
 
 def generate(results_dir: Path) -> dict[str, Table]:
-    """Write every figure and table (markdown, figures embedded) of a store; returns the tables.
-
-    Processes sharing the store generate one at a time (``.locks/tables.lock``): one deleting
-    what its results no longer make while another writes would lose files or fail on a vanished one.
-    """
+    """Write every figure and table (markdown, figures embedded) of a store; returns the tables."""
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():  # nothing to generate, and no folder to create for the lock
-        return _generate(results_dir)
-    make_dirs(results_dir / STORE_LOCKS)
-    with file_lock(results_dir / STORE_LOCKS / "tables.lock", f"the tables of {results_dir}"):
-        return _generate(results_dir)
-
-
-def _generate(results_dir: Path) -> dict[str, Table]:
     figures = results_dir / "figures"
     records = load_results(results_dir)
     grid, tables = build_tables(records)
