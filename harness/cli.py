@@ -303,19 +303,20 @@ def run(args: argparse.Namespace) -> int:
         dump_features=args.dump_features,
     )
     session = session_for(settings)
-    cells = plan(args, expand_suites(split(args.datasets or "synthetic"), session))
-    check_run(session, cells)  # every setting, name, path and the data sizes, before any work
-    paths = {cell: session.result_path(cell) for cell in cells}
-    todo = [c for c in cells if args.rerun or not paths[c].exists() or missing_dump(settings, paths[c])]
     options = dispatch.Options(
         profile=args.slurm_profile, slurm=tuple(args.slurm_overrides), plugins=tuple(split(args.plugins)), detach=args.detach
     )
-    if args.status:
-        print(dispatch.status(todo, settings, cells))
-        return 0
-    if args.dry_run:
-        print(dispatch.describe(todo, settings, args.executor, options, cells))
-        return 0
+    with session.planning():  # ends before any cell runs: a run makes its own methods
+        cells = plan(args, expand_suites(split(args.datasets or "synthetic"), session))
+        check_run(session, cells)  # every setting, name, path and the data sizes, before any work
+        paths = {cell: session.result_path(cell) for cell in cells}
+        todo = [c for c in cells if args.rerun or not paths[c].exists() or missing_dump(settings, paths[c])]
+        if args.status:
+            print(dispatch.status(todo, settings, cells))
+            return 0
+        if args.dry_run:
+            print(dispatch.describe(todo, settings, args.executor, options, cells))
+            return 0
     for path in clean_temporary(Path(args.results_dir), Path(args.cache_dir)):
         print(f"removed {path}, left by a killed writer")
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run (preset {args.preset})")

@@ -166,7 +166,7 @@ def cell_state(
 def status(todo: list[Cell], settings: Settings, cells: list[Cell]) -> str:
     """The ``--status`` report: done, stale, running, failed (with the log) or missing, per cell and artifact."""
     plan = make_plan(todo, settings, cells)
-    session = session_for(plan.settings)
+    session = session_for(settings)
     manifest = Manifest(plan)
     live = live_jobs(manifest.jobs)
     final = final_states(manifest.jobs)
@@ -183,10 +183,11 @@ def status(todo: list[Cell], settings: Settings, cells: list[Cell]) -> str:
         else:
             state = "missing  never submitted"
         lines.append(f"  artifact {node.id}: {state}")
-    for cell in plan.cells:
-        stale = session.stale(cell) if not plan.results[cell].exists() else []
-        state, detail = cell_state(plan, manifest, live, final, cell, stale)
-        counts[state] += 1
-        lines.append(f"  {state:8s} {cell.label}  {detail}")
+    with session.planning():
+        for cell in plan.cells:
+            stale = session.stale(cell, current=plan.results[cell]) if not plan.results[cell].exists() else []
+            state, detail = cell_state(plan, manifest, live, final, cell, stale)
+            counts[state] += 1
+            lines.append(f"  {state:8s} {cell.label}  {detail}")
     lines.append(", ".join(f"{counts[s]} {s}" for s in ("done", "stale", "running", "failed", "missing")))
     return "\n".join(lines)
