@@ -1,0 +1,84 @@
+"""What keeps planning a large sweep quick (``--dry-run``, ``--status``, a submission's plan): it
+builds no network and imports no heavy library, and what it remembers while planning
+(``Session.planning``) gives exactly the plan that working every cell out afresh gives.
+Its speed is measured by ``python scripts/bench_plan.py``, not here."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import dispatch
+from harness.dispatch.plan import absolute
+from harness.registry import DATASETS, METHODS, PROTOCOLS
+from harness.runner import Cell, Session, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("scipy.stats", "timm", "torchvision", "diffusers", "lightly", "torch._dynamo", "matplotlib", "pandas")
+
+
+def every_variant() -> list[str]:
+    """``method:variant`` of every method of the default run, every variant (the ablations too)."""
+    return [f"{name}:{variant}" for name in METHODS.names() if METHODS.get(name).in_default_run for variant in METHODS.get(name).variants]
+
+
+def test_planning_builds_no_network_and_imports_no_heavy_library(tmp_path):
+    code = (
+        "import sys, torch\n"
+        "def refuse(self, *args, **kwargs):\n"
+        "    raise AssertionError(f'planning built a network: {type(self).__name__}')\n"
+        "torch.nn.Module.__init__ = refuse\n"
+        "from harness.cli import main\n"
+        "argv = sys.argv[1:]\n"
+        "codes = [main([*argv, '--dry-run', '--executor', 'slurm', '--slurm', 'max_array_size=1001']), main([*argv, '--status'])]\n"
+        f"print(codes, sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    argv = ["--methods", ",".join(every_variant()), "--seeds", "0,1", "--preset", "smoke",
+            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0] []"
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()  # planning writes nothing
+
+
+def sweep(seeds: tuple[int, ...] = (0, 1)) -> list[Cell]:
+    """Every method and variant of the default run, every protocol on ``synthetic``."""
+    tasks = DATASETS.get("synthetic").tasks
+    return [
+        Cell(*item.split(":"), protocol, "synthetic", seed)
+        for item in every_variant()
+        for protocol in PROTOCOLS.names()
+        if PROTOCOLS.get(protocol).task in tasks and PROTOCOLS.get(protocol).supports(METHODS.get(item.split(":")[0]))
+        for seed in seeds
+    ]
+
+
+def test_a_plan_equals_every_cell_worked_out_afresh(tmp_path, monkeypatch):
+    """Relative paths, as a user types them: the plan's result paths are absolute, as jobs need."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(preset="smoke", results_dir="results", cache_dir="cache")
+    cells = sweep()
+    todo = [c for c in cells if c.protocol != "knn"]  # the knn cells count as done
+    plan = dispatch.make_plan(todo, settings, cells)
+
+    fresh = Session(absolute(settings))  # nothing remembered: every call makes its method anew
+    assert fresh.method("unsup3d", "default", 0) is not fresh.method("unsup3d", "default", 0)
+    for cell in cells:
+        assert plan.results[cell] == fresh.result_path(cell)
+        assert plan.results[cell].is_absolute()
+    for cell in todo:
+        assert plan.needs[cell] == [dispatch.artifact_id(a) for a in fresh.method(cell.method, cell.variant, cell.seed).artifacts()]
+    # a two-stage method needs stage 1 too, and models of different seeds are different models
+    assert len(plan.needs[Cell("latentface", "rdm-both", "fer", "synthetic", 1)]) == 2
+    assert {n.level for n in plan.nodes.values()} == {0, 1}
+    seeds_of = {aid: {c.seed for c in node.cells} for aid, node in plan.nodes.items()}
+    assert all(len(s) == 1 for s in seeds_of.values())
+
+    remembering = Session(settings)
+    with remembering.planning():
+        made = remembering.method("unsup3d", "default", 0)
+        assert remembering.method("unsup3d", "default", 0) is made
+        for cell in cells:
+            assert remembering.resolve(cell) == fresh.resolve(cell)
+            assert remembering.stale(cell, current=plan.results[cell]) == []
+    assert remembering.method("unsup3d", "default", 0) is not made  # a run after planning makes its own
