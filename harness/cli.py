@@ -288,20 +288,7 @@ def run(args: argparse.Namespace) -> int:
     logs = split(args.log)
     check_backends(logs)
     os.environ[LOG_ENV] = ",".join(logs)  # read by every training loop, here and in submitted jobs
-    from_file = load_config_file(args.config) if args.config else {}
-    from_set = parse_overrides(args.overrides)
-    sections = known_sections()
-    check_sections(from_file, sections, f"--config {args.config}")
-    check_sections(from_set, sections, "--set")
-    settings = Settings(
-        preset=args.preset,
-        overrides=merge_overrides(from_file, from_set),
-        data_root=args.data_root,
-        results_dir=args.results_dir,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        dump_features=args.dump_features,
-    )
+    settings = settings_of(args)
     session = session_for(settings)
     options = dispatch.Options(
         profile=args.slurm_profile, slurm=tuple(args.slurm_overrides), plugins=tuple(split(args.plugins)), detach=args.detach
@@ -337,6 +324,24 @@ def run(args: argparse.Namespace) -> int:
     if args.executor == "inline":  # jobs of the other executors ran in other processes
         print("\n" + timing.report(time.time() - tic))
     return 0
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings the command line asks for (``--set`` over ``--config``), every section checked."""
+    from_file = load_config_file(args.config) if args.config else {}
+    from_set = parse_overrides(args.overrides)
+    sections = known_sections()
+    check_sections(from_file, sections, f"--config {args.config}")
+    check_sections(from_set, sections, "--set")
+    return Settings(
+        preset=args.preset,
+        overrides=merge_overrides(from_file, from_set),
+        data_root=args.data_root,
+        results_dir=args.results_dir,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        dump_features=args.dump_features,
+    )
 
 
 def compare_rows(args: argparse.Namespace, store: Path) -> int:
