@@ -9,9 +9,11 @@ executor (inline, local processes, Slurm arrays) submits the same thing.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import time
@@ -244,9 +246,12 @@ class Session:
 
         ``current``: the cell's result file where the caller has it already (``result_path``)."""
         current = current if current is not None else self.result_path(cell, resolved)
+        prefix = f"{cell.method}--{cell.variant}--seed{cell.seed}--"  # the files ``<prefix>*.json``
+        names = self._names_in(current.parent)
         out = []
-        for path in sorted(current.parent.glob(f"{cell.method}--{cell.variant}--seed{cell.seed}--*.json")):
-            if path == current:
+        for name in itertools.takewhile(lambda n: n.startswith(prefix), itertools.islice(names, bisect.bisect_left(names, prefix), None)):
+            path = current.parent / name
+            if not name.endswith(".json") or path == current:
                 continue
             resolved = resolved if resolved is not None else self.resolve(cell)
             try:
@@ -256,6 +261,18 @@ class Session:
             if settings_only(old) == settings_only(resolved):
                 out.append((path, code_changes(old, resolved)))
         return out
+
+    def _names_in(self, folder: Path) -> list[str]:
+        """The sorted names in a results folder (none if it does not exist): listed once per
+        folder while planning, where a glob per cell read the folder once per cell."""
+
+        def make() -> list[str]:
+            try:
+                return sorted(os.listdir(folder))
+            except OSError:  # no such folder (yet), or one that cannot be read: as a glob sees it
+                return []
+
+        return self._remember(("names in", folder), make)
 
 
 @functools.lru_cache(maxsize=4)

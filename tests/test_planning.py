@@ -4,6 +4,7 @@ builds no network and imports no heavy library, and what it remembers while plan
 Its speed is measured by ``python scripts/bench_plan.py``, not here."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,32 @@ def test_a_plan_equals_every_cell_worked_out_afresh(tmp_path, monkeypatch):
             assert remembering.resolve(cell) == fresh.resolve(cell)
             assert remembering.stale(cell, current=plan.results[cell]) == []
     assert remembering.method("unsup3d", "default", 0) is not made  # a run after planning makes its own
+
+
+def test_stale_finds_older_results_of_the_cell_only(tmp_path):
+    """``Session.stale`` lists a results folder once while planning: it must find what a glob of
+    ``<method>--<variant>--seed<N>--*.json`` finds, and keep only results of older code."""
+    settings = Settings(preset="smoke", results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
+    session = Session(settings)
+    cell = Cell("unsup3d", "default", "fer", "synthetic", 1)
+    resolved = session.resolve(cell)
+    current = session.result_path(cell, resolved)
+    current.parent.mkdir(parents=True)
+    older = {**resolved, "artifacts": [{**a, "hash": "0" * 12} for a in resolved["artifacts"]]}
+    other = {**older, "preset": "quick"}  # other settings: not this cell's result
+    files = {
+        current: resolved,
+        current.with_name("unsup3d--default--seed1--000000000001.json"): older,
+        current.with_name("unsup3d--default--seed1--000000000002.json"): other,
+        current.with_name("unsup3d--default--seed10--000000000003.json"): older,  # another seed
+        current.with_name("unsup3d--no-pose--seed1--000000000004.json"): older,  # another variant
+        current.with_name("unsup3d--default--seed1--000000000005.txt"): older,  # not .json
+        current.with_name("unsup3d--default--seed1--000000000006.json"): None,  # not a result file
+    }
+    for path, config in files.items():
+        path.write_text("{" if config is None else json.dumps({"config": config}))
+    found = [(path.name, why) for path, why in session.stale(cell)]
+    assert found == [("unsup3d--default--seed1--000000000001.json", "stage1 key changed")]
+    with session.planning():
+        assert [(path.name, why) for path, why in session.stale(cell, current=current)] == found
+    assert session.stale(Cell("unsup3d", "default", "fer", "nowhere", 1), resolved) == []  # no folder
