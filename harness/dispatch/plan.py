@@ -111,13 +111,9 @@ def _make_plan(session: Session, todo: list[Cell], cells: list[Cell]) -> Plan:
     nodes: dict[str, Node] = {}
     deps: dict[str, set[str]] = {}
     needs: dict[Cell, list[str]] = {}
-    model_ids: dict[tuple[str, str, int], list[str]] = {}  # an artifact's hash is a JSON dump of its key: once per model
     for cell in todo:
         artifacts = session.artifacts(cell.method, cell.variant, cell.seed)
-        model = (cell.method, cell.variant, cell.seed)
-        if model not in model_ids:
-            model_ids[model] = [artifact_id(a) for a in artifacts]
-        ids = needs[cell] = model_ids[model]
+        ids = needs[cell] = [artifact_id(a) for a in artifacts]
         for i, artifact in enumerate(artifacts):
             if ids[i] not in nodes:
                 nodes[ids[i]] = Node(artifact, 0, cell, [], artifact.is_built(cache))
