@@ -198,7 +198,7 @@ class Session:
             "preset": self.settings.preset,
             "method": method,
             "protocol": self._protocol_identity(cell.protocol),
-            "dataset": self.dataset(cell.dataset).fingerprint(),
+            "dataset": self._remember(("dataset identity", cell.dataset), lambda: self.dataset(cell.dataset).fingerprint()),
             **trained,
         }
 
