@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -269,6 +270,9 @@ def run(args: argparse.Namespace) -> int:
     load_plugins(split(args.plugins))
     from harness import tables
 
+    # What the imports made lives until the process ends: the garbage collector need not walk it
+    # again (a full collection walks torch's objects, ~0.05 s, several times while planning).
+    gc.freeze()
     if args.list:
         print_listing()
         return 0
