@@ -272,7 +272,9 @@ def run(args: argparse.Namespace) -> int:
 
     # What the imports made lives until the process ends: the garbage collector need not walk it
     # again (a full collection walks torch's objects, ~0.05 s, several times while planning).
-    gc.freeze()
+    # Once per process: a later call (tests call main many times) would keep its garbage forever.
+    if not gc.get_freeze_count():
+        gc.freeze()
     if args.list:
         print_listing()
         return 0
