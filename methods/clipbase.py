@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from harness.artifacts import Artifact
-from harness.checkpoints import file_sha256, hub_file, load_weights, strict_state, warn_once, weights_record
+from harness.checkpoints import file_sha256, hub_file, load_weights, read_once, strict_state, warn_once, weights_record
 from harness.datasets.base import ClipSet
 from harness.errors import BenchError
 from harness.io import torch_load, torch_save
@@ -47,9 +47,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ImageNet ResNet-18 file (what ``models.resnet18(pretrained=True)`` downloads)
 RESNET18_FILE = "resnet18-f37072fd.pth"
-#: the last released files read, by method, file content and network shapes: the runner makes a
-#: method more than once (checks, then each seed), and a file is read once
-_RELEASED: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
 def imagenet_input(x: torch.Tensor) -> torch.Tensor:
@@ -217,14 +214,9 @@ class ClipBaseline(Method):
 
     def released_state(self, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``cfg.checkpoint``'s ``state_dict`` in project names, checked strictly against ``expected``
-        (memoised per method, file content and network shapes)."""
-        path = Path(self.cfg.checkpoint).expanduser()
-        key = (self.name, str(path.resolve()), file_sha256(path), tuple((k, tuple(v.shape)) for k, v in expected.items()))
-        if key not in _RELEASED:
-            while len(_RELEASED) >= 2:  # a paper-size file holds some 100 MB of weights
-                _RELEASED.pop(next(iter(_RELEASED)))
-            _RELEASED[key] = self._read_released(expected)
-        return _RELEASED[key]
+        (read once per method, file content and network shapes)."""
+        shapes = tuple((k, tuple(v.shape)) for k, v in expected.items())
+        return read_once(self.cfg.checkpoint, f"{self.name}.checkpoint", lambda _: self._read_released(expected), self.name, shapes)
 
     def _read_released(self, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         setting = f"{self.name}.checkpoint"

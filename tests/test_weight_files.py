@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import collections
 import io
+import os
 import pickletools
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.checkpoints import ForeignCall, foreign_globals, load_weights
+from harness.checkpoints import READ_HELD, ForeignCall, foreign_globals, load_weights, read_once
 from harness.errors import BenchError
 
 
@@ -107,3 +108,31 @@ def test_a_truncated_legacy_file_is_a_one_line_error(tmp_path, keep, message) ->
     with pytest.raises(BenchError, match=rf"timm.weights=.*w.pth: not a PyTorch weight file \({message}") as info:
         load_weights(tmp_path / "w.pth", "timm.weights")
     assert "\n" not in str(info.value)
+
+
+def test_an_authors_file_is_read_once_per_content_and_few_are_held(tmp_path):
+    reads = []
+
+    def reader(path: Path) -> dict:
+        reads.append(path.name)
+        return load_weights(path, "x.checkpoint")
+
+    first = tmp_path / "a.pth"
+    torch.save({"w": torch.zeros(2)}, first)
+    assert read_once(first, "x.checkpoint", reader) is read_once(first, "x.checkpoint", reader)
+    assert reads == ["a.pth"]
+    read_once(first, "x.checkpoint", reader, "other shapes")  # what the reader checked is part of the key
+    assert reads == ["a.pth"] * 2
+    stamp = first.stat().st_mtime_ns
+    torch.save({"w": torch.ones(2)}, first)  # new content at the same path is read again
+    os.utime(first, ns=(stamp + 10**9, stamp + 10**9))  # a later write, even where clocks are coarse
+    assert read_once(first, "x.checkpoint", reader)["w"].sum() == 2
+    others = []
+    for i in range(READ_HELD + 1):
+        others.append(tmp_path / f"o{i}.pth")
+        torch.save({"w": torch.full((2,), float(i))}, others[-1])
+        read_once(others[-1], "x.checkpoint", reader)
+    read_once(others[0], "x.checkpoint", reader)  # pushed out by the later ones: read again
+    assert reads.count("o0.pth") == 2
+    with pytest.raises(BenchError, match=r"x.checkpoint=.*none.pth: no such file"):
+        read_once(tmp_path / "none.pth", "x.checkpoint", reader)

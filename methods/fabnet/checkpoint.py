@@ -23,14 +23,13 @@ features need; anything else must match the whole network.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness.checkpoints import file_sha256, load_weights, strict_state, weights_record
+from harness.checkpoints import load_weights, read_once, strict_state, weights_record
 from harness.errors import BenchError
 
 PREFIX = "module."
@@ -64,16 +63,12 @@ class OfficialFile:
 
 
 def read_official(path: str | Path, setting: str) -> OfficialFile:
-    """Load a FAb-Net / TCAE file safely and take the network's state dict out of it (memoised
+    """Load a FAb-Net / TCAE file safely and take the network's state dict out of it (read once
     per file content: every cell of a run names the same file)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BenchError(f"{setting}={path}: no such file; give the path of the weight file")
-    return _read(path.resolve(), file_sha256(path), setting)
+    return dataclasses.replace(read_once(path, setting, lambda p: _read(p, setting)), setting=setting)
 
 
-@functools.lru_cache(maxsize=2)  # a release is ~100 MB
-def _read(path: Path, sha256: str, setting: str) -> OfficialFile:
+def _read(path: Path, setting: str) -> OfficialFile:
     data = load_weights(path, setting)
     where = f"{setting}={path}"
     if not isinstance(data, dict):

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from harness.checkpoints import file_sha256, load_weights, strict_state, weights_record
+from harness.checkpoints import load_weights, read_once, strict_state, weights_record
 from harness.errors import BenchError
 
 #: released net -> project module of ``Unsup3D``
@@ -148,26 +148,13 @@ def _project_stage2(state: dict[str, torch.Tensor], where: str) -> tuple[str, di
     return ("rdm" if any(k.startswith("unet.") for k in first) else "encoder"), per_kind
 
 
-#: The last files read, by (path, sha256): many cells, and unsup3d and latentface naming one
-#: file, read it once.
-_LOADED: dict[tuple[str, str], CheckpointFile] = {}
-
-
 def read_checkpoint(path: str | Path, setting: str) -> CheckpointFile:
-    """Load a weight file safely and sort its tensors into stage 1 and stage 2 (memoised per
-    file content, whichever setting names it)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BenchError(f"{setting}={path}: no such file; give the path of a checkpoint")
-    key = (str(path.resolve()), file_sha256(path))
-    if key not in _LOADED:
-        while len(_LOADED) >= 2:  # hold two files at most (a release is 183 MB)
-            _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = _read(*key, setting)
-    return dataclasses.replace(_LOADED[key], setting=setting)
+    """Load a weight file safely and sort its tensors into stage 1 and stage 2 (read once per
+    file content, whichever setting names it: unsup3d and latentface may name one file)."""
+    return dataclasses.replace(read_once(path, setting, lambda p: _read(p, setting)), setting=setting)
 
 
-def _read(path: str, sha256: str, setting: str) -> CheckpointFile:
+def _read(path: Path, setting: str) -> CheckpointFile:
     where = f"{setting}={path}"
     data = load_weights(path, setting)
     if not isinstance(data, dict):
