@@ -96,8 +96,8 @@ class Session:
     @contextlib.contextmanager
     def planning(self) -> Iterator["Session"]:
         """While planning, remember each method, protocol and identity once (per method, variant
-        and seed, not per cell): a 3,300-cell sweep has 700 trained models, and planning trains,
-        loads and writes nothing, so nothing they depend on changes. Methods are then shared
+        and seed, not per cell: a 3,300-cell sweep has 700 of them). Planning trains, loads and
+        writes nothing, so nothing they depend on changes meanwhile. Methods are then shared
         between cells: outside this block each call makes a fresh one, as a run needs."""
         outer = self._memo
         self._memo = {} if outer is None else outer

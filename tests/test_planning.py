@@ -112,3 +112,18 @@ def test_stale_finds_older_results_of_the_cell_only(tmp_path):
     with session.planning():
         assert [(path.name, why) for path, why in session.stale(cell, current=current)] == found
     assert session.stale(Cell("unsup3d", "default", "fer", "nowhere", 1), resolved) == []  # no folder
+
+
+def test_the_planning_benchmark_prints_the_sweep_beside_import_torch():
+    """``scripts/bench_plan.py`` at its smallest: a dry run and the status of the same submitted sweep."""
+    out = subprocess.run(
+        [sys.executable, "scripts/bench_plan.py", "--methods", "pixels,latentface:rdm-both", "--seeds", "2", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    # cells: (4 protocols + LatentFace's depth) x 2 seeds; jobs: 2 stage-1, 2 stage-2, 4 evaluations (one per model)
+    assert "  dry run: 18 cells, 8 jobs, 3 arrays" in lines
+    assert "  status (manifest of 8 jobs, queued or running): 0 done, 0 stale, 18 running, 0 failed, 0 missing" in lines
+    rows = [line.split()[0] for line in lines[lines.index(next(x for x in lines if x.startswith("command"))) + 1:]]
+    assert rows == ["python", "--dry-run", "--status"]
