@@ -13,7 +13,6 @@ import bisect
 import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import os
 import time
@@ -238,22 +237,33 @@ class Session:
         """Where the cell's result file goes: named by its config hash."""
         if resolved is None:
             return self._remember(("result", cell), lambda: self.result_path(cell, self.resolve(cell)))
-        name = f"{cell.method}--{cell.variant}--seed{cell.seed}--{config_hash(resolved)}.json"
-        return Path(self.settings.results_dir) / cell.protocol / cell.dataset / name
+        return self.result_folder(cell) / f"{cell.method}--{cell.variant}--seed{cell.seed}--{config_hash(resolved)}.json"
+
+    def result_folder(self, cell: Cell) -> Path:
+        """The folder of the cell's result files (of every code version)."""
+        return Path(self.settings.results_dir) / cell.protocol / cell.dataset
 
     def stale(self, cell: Cell, resolved: Optional[dict[str, Any]] = None, current: Optional[Path] = None) -> list[tuple[Path, str]]:
         """Result files of this cell with these settings that older code made: ``(path, what changed)``.
 
-        ``current``: the cell's result file where the caller has it already (``result_path``)."""
-        current = current if current is not None else self.result_path(cell, resolved)
+        ``current``: the cell's result file where the caller has it already (``result_path``);
+        the files beside it are searched."""
+        folder = current.parent if current is not None else self.result_folder(cell)
         prefix = f"{cell.method}--{cell.variant}--seed{cell.seed}--"  # the files ``<prefix>*.json``
-        names = self._names_in(current.parent)
+        names, found = self._names_in(folder), []
+        i = bisect.bisect_left(names, prefix)
+        while i < len(names) and names[i].startswith(prefix):
+            if names[i].endswith(".json"):
+                found.append(folder / names[i])
+            i += 1
+        if not found:
+            return []  # a new cell: no need to resolve it (--dry-run and --status ask of every cell)
+        resolved = resolved if resolved is not None else self.resolve(cell)
+        current = current if current is not None else self.result_path(cell, resolved)
         out = []
-        for name in itertools.takewhile(lambda n: n.startswith(prefix), itertools.islice(names, bisect.bisect_left(names, prefix), None)):
-            path = current.parent / name
-            if not name.endswith(".json") or path == current:
+        for path in found:
+            if path == current:
                 continue
-            resolved = resolved if resolved is not None else self.resolve(cell)
             try:
                 old = json.loads(path.read_text())["config"]
             except (OSError, ValueError, KeyError, TypeError):

@@ -225,6 +225,47 @@ def test_results_of_older_code_are_stale_and_recomputed(tmp_path, capsys, monkey
     assert "0 done, 2 stale" in out and out.count("protocol fer v1 -> v2") == 2
 
 
+def test_results_from_an_older_synthetic_world_are_stale_and_superseded(tmp_path, capsys, monkeypatch):
+    """A new synthetic generator version is a new world: its data, the models trained on it and
+    the results made from it are rebuilt; the old results show as stale, then move out of the tables."""
+    import tests.dispatch_plugins  # noqa: F401  (registers two-stage)
+    from harness.datasets.synthetic import dataset as synthetic
+
+    small = [f"synthetic.{key}={value}" for key, value in
+             (("size", 16), ("pretrain_images", 32), ("fer_train_images", 70), ("fer_test_images", 35))]
+    argv = ["--methods", "pixels,two-stage:stage1", "--protocol", "fer", "--datasets", "synthetic", "--preset", "smoke",
+            "--set", "pretrain.data=synthetic", *[a for setting in small for a in ("--set", setting)], "--plugins", PLUGINS]
+    assert bench(tmp_path, "s", *argv) == 0
+    old, new = synthetic.GENERATOR_VERSION, synthetic.GENERATOR_VERSION + "-next"
+    before = results(tmp_path, "s")
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", new)  # a change to the world or the renderer
+    capsys.readouterr()
+    assert bench(tmp_path, "s", *argv, "--status") == 0
+    out = capsys.readouterr().out
+    assert "0 done, 2 stale, 0 running, 0 failed, 0 missing" in out
+    assert out.count(f"data generator {old} -> {new}") == 2
+    assert "(two-stage-1 key changed, data generator" in out, "the model trained on the old world is not reused"
+    assert bench(tmp_path, "s", *argv, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 cells to run" in out and out.count(f"made by older code: two-stage-1 key changed, data generator {old} -> {new})") == 1
+    assert out.count(f"made by older code: data generator {old} -> {new})") == 1  # pixels: no model
+
+    assert bench(tmp_path, "s", *argv) == 0
+    out = capsys.readouterr().out
+    assert "2 cells, 0 already done, 2 to run" in out and out.count("superseded ") == 2
+    after = results(tmp_path, "s")
+    assert len(after) == 2 and not set(after) & set(before)
+    assert {r["config"]["dataset"]["generator"] for r in after.values()} == {new}
+    assert {r["config"]["pretrain"]["data"]["generator"] for r in after.values() if "pretrain" in r["config"]} == {new}
+    superseded = tmp_path / "s" / "results" / "superseded"
+    assert sorted(f"{p.parent.parent.name}/{p.name}" for p in superseded.glob("*/*/*.json")) == sorted(before)
+    table = (tmp_path / "s" / "results" / "tables" / "table1_fer.md").read_text()
+    assert table.count("(n=1)") == 2, "the old results are out of the tables"
+    # every split the run read was generated again, under a key naming the new version
+    keys = [json.loads(f.read_text())["key"] for f in (tmp_path / "s" / "cache" / "synthetic").glob("*.json")]
+    assert sorted(k["split"] for k in keys if k["generator"] == new) == sorted(k["split"] for k in keys if k["generator"] == old)
+
+
 # --- the local executor --------------------------------------------------------------------------
 def test_local_sweep_matches_inline_and_records_the_executor(tmp_path, capsys):
     argv = ["--methods", "pixels,random-cnn", "--protocol", "fer", *TOY]

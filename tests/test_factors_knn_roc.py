@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.datasets.base import ImageSet, PairList
-from protocols.factors import FactorsConfig, Factors, dci, importance_matrix, verification_correct
+from protocols.factors import FactorsConfig, Factors, dci, expression_correct, importance_matrix, verification_correct
 from protocols.knn import KNN, KNNConfig, knn_predict
 from protocols.verification import roc_auc, roc_metrics, roc_points, tar_at_far
 
@@ -132,10 +132,10 @@ def test_dci_weights_codes_and_columns_by_their_importance():
 
 
 # --- the factors protocol on a world whose parts are known -------------------------------------------------
-@pytest.fixture(scope="module")
-def factors_world():
+def make_world(n_train: int, n_test: int) -> tuple:
     """Part ``who`` (codes 0-8) is the person's shape and texture, ``how`` (8-11) the expression,
-    ``where`` (11-18) the pose and light, ``junk`` (18-23) noise: (world, train, test, pair codes, ids)."""
+    ``where`` (11-18) the pose and light, ``junk`` (18-23) noise: (world, train, test, pair codes, ids),
+    with ``n_train`` training images of 60 people and ``n_test`` test images of 40 others."""
     rng = np.random.default_rng(0)
     people = 60
 
@@ -154,8 +154,8 @@ def factors_world():
                           identities=torch.tensor(ids), class_names=("a", "b", "c"), extras=extras)
         return images, torch.tensor(codes, dtype=torch.float32)
 
-    train, x_train = split(0, people, 1200, 1)
-    test, x_test = split(people, 40, 400, 2)
+    train, x_train = split(0, people, n_train, 1)
+    test, x_test = split(people, 40, n_test, 2)
     ver, x_ver = split(100, 40, 160, 3)
     # verification pairs among the held-out people, 10 folds of 4 + 4
     ids = ver.identities.numpy()
@@ -180,8 +180,13 @@ def factors_world():
     return World(), x_train, x_test, x_ver, ids
 
 
+@pytest.fixture(scope="module")
+def factors_world():
+    return make_world(1200, 400)
+
+
 def evaluate_parts(world: tuple, parts: dict[str, slice]) -> dict:
-    data, x_train, x_test, x_ver, _ = world
+    data, x_train, x_test, x_ver = world[:4]
     features = Fixed(train=x_train, test=x_test, pairs=x_ver)
     features.method = types.SimpleNamespace(parts=lambda: parts)
     return Factors(FactorsConfig.resolve("quick")).evaluate(data, features, seed=0)
@@ -216,6 +221,23 @@ def test_factors_finds_which_part_carries_which_factor(factors_world):
 def test_factors_withholds_marks_below_chance_or_without_separation(factors_world, parts, marked):
     m = evaluate_parts(factors_world, parts)
     assert {f for f, c in m["checks"].items() if c["check"]} == marked
+
+
+def test_expression_probe_is_scored_on_held_out_images():
+    """Codes that only tell images apart -- random and wider than there are training images --
+    let the probe memorise its training images (checked here) but know nothing of expression: the
+    reported accuracy must be the held-out images' (chance), with no check mark. Train and test
+    have one size, so that scoring the training images instead would run through and be seen."""
+    world, *_ = make_world(300, 300)
+    g = torch.Generator().manual_seed(0)
+    memo = {split: torch.randn(n, 600, generator=g) for split, n in (("train", 300), ("test", 300), ("pairs", 160))}
+    train = world.fer_split("train")
+    own = expression_correct(memo["train"], train.labels, memo["train"], train.labels, 3, FactorsConfig.resolve("quick").probe_epochs, 0)
+    assert own.mean() > 0.8, "the codes let the probe memorise its training images"
+    m = evaluate_parts((world, memo["train"], memo["test"], memo["pairs"]), {"memo": slice(0, 600)})
+    # chance 1/3, binomial sd 0.027 on 300 images: 0.1 is 3.7 sd, memorised images score 0.8 or more
+    assert abs(m["parts"]["memo"]["expression"] - 1 / 3) < 0.1
+    assert not m["checks"]["expression"]["check"]
 
 
 def test_identity_threshold_of_each_fold_comes_from_the_other_folds():

@@ -163,10 +163,12 @@ def interrupt_after(monkeypatch, cls, method: str, calls: int) -> None:
     monkeypatch.setattr(cls, method, wrapped)
 
 
-def test_simclr_resumed_in_its_second_epoch_trains_the_same_weights(tmp_path, monkeypatch):
-    """SimCLR's crops, flips and jitter draw from torch's global generator: the checkpoint restores it."""
-    cfg = SimCLRConfig.resolve("smoke", {"epochs": "2"})  # 64 images, batch 16: 4 steps per epoch
-    images = ImageSet(smooth_images(64))
+def test_simclr_resumed_in_an_early_epoch_trains_the_same_weights(tmp_path, monkeypatch):
+    """SimCLR's crops, flips and jitter draw from torch's global generator: the checkpoint restores
+    it. Killed in epoch 2 of 4, the resume must also restore the warm-up + cosine schedule: two
+    more scheduler steps follow, and a schedule restarted at epoch 0 would set other rates there."""
+    cfg = SimCLRConfig.resolve("smoke", {"epochs": "4", "warmup_epochs": "1", "train_images": "32"})  # batch 16: 2 steps per epoch
+    images = ImageSet(smooth_images(32))
 
     def trained(name: str) -> dict[str, torch.Tensor]:
         method = SimCLR(cfg, "default", MethodContext.standalone(images, tmp_path / name, name="test"))
@@ -175,19 +177,24 @@ def test_simclr_resumed_in_its_second_epoch_trains_the_same_weights(tmp_path, mo
 
     whole = trained("whole")
     with monkeypatch.context() as patch:
-        interrupt_after(patch, SimCLRNet, "loss", 6)  # killed in epoch 2
+        interrupt_after(patch, SimCLRNet, "loss", 4)  # killed in epoch 2, resumed from the end of epoch 1
         with pytest.raises(KeyboardInterrupt):
             trained("resumed")
+    (ckpt,) = (tmp_path / "resumed").rglob("last.pt")
+    state = torch.load(ckpt, weights_only=True)
+    assert (state["epoch"], state["step"], state["scheduler"]["last_epoch"]) == (1, 0, 1), "3 of 4 epochs left"
     torch.manual_seed(12345)  # whatever the generator holds now, the checkpoint's state is what counts
     resumed = trained("resumed")
     for name, value in whole.items():
         assert torch.equal(value, resumed[name]), name
 
 
-def test_stage2_resumed_draws_the_same_diffusion_noise(tmp_path, monkeypatch):
-    cfg = LatentFaceConfig.resolve("smoke", {"stage2_epochs": "2"})
+def test_stage2_resumed_in_an_early_epoch_draws_the_same_noise_and_rates(tmp_path, monkeypatch):
+    """Killed in epoch 2 of 4: the diffusion noise generator and the cosine schedule (two more
+    steps of it follow the resume) come back from the checkpoint."""
+    cfg = LatentFaceConfig.resolve("smoke", {"stage2_epochs": "4"})
     g = torch.Generator().manual_seed(0)
-    z_exp, z_id = torch.randn(64, 16, generator=g), torch.randn(64, 16, generator=g)
+    z_exp, z_id = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)  # batch 16: 2 steps per epoch
 
     def trained(name: str) -> tuple[dict, dict]:
         stage2 = IdentityModel("rdm", ("texture",), 16, cfg, {"texture": 5})
@@ -196,9 +203,11 @@ def test_stage2_resumed_draws_the_same_diffusion_noise(tmp_path, monkeypatch):
 
     whole, history = trained("whole")
     with monkeypatch.context() as patch:
-        interrupt_after(patch, IdentityModel, "loss", 6)  # 4 steps per epoch: killed in epoch 2
+        interrupt_after(patch, IdentityModel, "loss", 4)  # killed in epoch 2, resumed from the end of epoch 1
         with pytest.raises(KeyboardInterrupt):
             trained("resumed")
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["scheduler"]["last_epoch"]) == (1, 1), "3 of 4 epochs left"
     resumed, resumed_history = trained("resumed")
     assert resumed_history == history
     for name, value in whole.items():

@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-from harness.checkpoints import _sha256, file_sha256, load_weights  # noqa: E402
+from harness.checkpoints import _READ, _sha256, file_sha256, load_weights  # noqa: E402
 from harness.datasets.base import ImageSet  # noqa: E402
 from harness.method import MethodContext  # noqa: E402
 from methods.latentface.checkpoint import released_denoisers  # noqa: E402
 from methods.latentface.method import IdentityModel, LatentFace, LatentFaceConfig  # noqa: E402
-from methods.unsup3d.checkpoint import _LOADED, read_checkpoint, released_stage1  # noqa: E402
+from methods.unsup3d.checkpoint import read_checkpoint, released_stage1  # noqa: E402
 from methods.unsup3d.method import build_model  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         _sha256.cache_clear()
-        _LOADED.clear()
+        _READ.clear()
         tic = time.perf_counter()
         fn()
         times.append(time.perf_counter() - tic)

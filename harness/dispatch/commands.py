@@ -103,9 +103,14 @@ def describe(todo: list[Cell], settings: Settings, executor: str, options: Optio
         who = ", ".join(c.label for c in node.cells[:3]) + (f" +{len(node.cells) - 3} more" if len(node.cells) > 3 else "")
         lines.append(f"  level {node.level}  {node.id}  {'built' if node.built else 'to build':8s}  needed by {len(node.cells)} cell(s): {who}")
     lines.append("cells:")
-    for cell in plan.cells:
-        needs = f"  needs {', '.join(plan.needs[cell])}" if plan.needs.get(cell) else ""
-        lines.append(f"  {'todo' if cell in plan.needs else 'done'}  {cell.label}{needs}  -> {plan.results[cell]}")
+    session = session_for(settings)
+    with session.planning():
+        for cell in plan.cells:
+            needs = f"  needs {', '.join(plan.needs[cell])}" if plan.needs.get(cell) else ""
+            # what the run will move to superseded/, as --status reports it
+            stale = session.stale(cell, current=plan.results[cell]) if cell in plan.needs else []
+            replaces = "".join(f"  (replaces {path}, made by older code: {why})" for path, why in stale)
+            lines.append(f"  {'todo' if cell in plan.needs else 'done'}  {cell.label}{needs}  -> {plan.results[cell]}{replaces}")
     lines.append(f"{len(plan.todo)} of {len(plan.cells)} cells to run")
     if executor == "inline":
         lines.append("jobs: none (--executor inline runs the cells in this process, training artifacts on first use)")
