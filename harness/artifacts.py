@@ -7,6 +7,7 @@ marker is written last, so a killed build is resumed (from its own checkpoints),
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -34,8 +35,10 @@ class Artifact:
     build: Callable[[Path], Optional[dict]] = dataclasses.field(compare=False, repr=False)
     version: int = 1
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        """Of kind, version and key, computed once (a key is never changed after the artifact is
+        made): a plan asks for it per cell, and it is a JSON dump of the whole config."""
         return config_hash({"kind": self.kind, "version": self.version, "key": self.key})
 
     def path(self, cache_dir: Path) -> Path:

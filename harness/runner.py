@@ -9,6 +9,8 @@ executor (inline, local processes, Slurm arrays) submits the same thing.
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
 import functools
 import json
@@ -16,12 +18,13 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 
 from harness import compare, timing
 from harness.accel import Accel, TrainConfig
+from harness.artifacts import Artifact
 from harness.config import PretrainConfig, config_hash
 from harness.datasets.base import FaceDataset
 from harness.errors import BenchError
@@ -31,6 +34,9 @@ from harness.locks import file_lock
 from harness.provenance import git_state, provenance
 from harness.registry import DATASETS, METHODS, PROTOCOLS, load_plugins
 from harness.method import Method, MethodContext
+from harness.protocol import Protocol
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +91,28 @@ class Session:
         load_plugins()
         self.settings = settings
         self._datasets: dict[str, FaceDataset] = {}
+        self._memo: Optional[dict[tuple, Any]] = None  # see ``planning``
+
+    @contextlib.contextmanager
+    def planning(self) -> Iterator["Session"]:
+        """While planning, remember each method, protocol and identity once (per method, variant
+        and seed, not per cell: a 3,300-cell sweep has 700 of them). Planning trains, loads and
+        writes nothing, so nothing they depend on changes meanwhile. Methods are then shared
+        between cells: outside this block each call makes a fresh one, as a run needs."""
+        outer = self._memo
+        self._memo = {} if outer is None else outer
+        try:
+            yield self
+        finally:
+            self._memo = outer
+
+    def _remember(self, key: tuple, make: Callable[[], T]) -> T:
+        """``make()``, made once per key while ``planning``."""
+        if self._memo is None:
+            return make()
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     @functools.cached_property
     def device(self) -> torch.device:
@@ -121,6 +149,9 @@ class Session:
         return PretrainConfig.resolve(self.settings.preset, self.settings.section("pretrain"), "pretrain")
 
     def method(self, name: str, variant: str, seed: int) -> Method:
+        return self._remember(("method", name, variant, seed), lambda: self._new_method(name, variant, seed))
+
+    def _new_method(self, name: str, variant: str, seed: int) -> Method:
         cls = METHODS.get(name)
         cfg = cls.Config.resolve(self.settings.preset, self.settings.section(name, cls.Config.SHARED_SECTIONS), name)
         pre = self.pretrain
@@ -147,51 +178,89 @@ class Session:
         except BenchError as exc:
             return {"name": name, "unavailable": str(exc)}
 
-    def protocol(self, name: str):
-        cls = PROTOCOLS.get(name)
-        return cls(cls.Config.resolve(self.settings.preset, self.settings.section(name), name))
+    def protocol(self, name: str) -> Protocol:
+        def make() -> Protocol:
+            cls = PROTOCOLS.get(name)
+            return cls(cls.Config.resolve(self.settings.preset, self.settings.section(name), name))
+
+        return self._remember(("protocol", name), make)
+
+    def artifacts(self, name: str, variant: str, seed: int, method: Optional[Method] = None) -> list[Artifact]:
+        """``method(name, variant, seed).artifacts()``: what it trains, dependencies first
+        (``method``: that method, where the caller has made it already)."""
+        return self._remember(("artifacts", name, variant, seed), lambda: (method or self.method(name, variant, seed)).artifacts())
 
     def resolve(self, cell: Cell) -> dict[str, Any]:
         """The identity of a cell: everything that can change its numbers (except the seed),
         the code versions included: the protocol's, and every artifact's hash."""
-        method = self.method(cell.method, cell.variant, cell.seed)
-        protocol = self.protocol(cell.protocol)
-        resolved: dict[str, Any] = {
+        method, trained = self._method_identity(cell.method, cell.variant, cell.seed)
+        return {
             "preset": self.settings.preset,
-            "method": {"name": cell.method, "variant": cell.variant, "config": method.cfg.to_dict()},
-            "protocol": {"name": cell.protocol, "version": protocol.version, "config": protocol.cfg.to_dict()},
-            "dataset": self.dataset(cell.dataset).fingerprint(),
+            "method": method,
+            "protocol": self._protocol_identity(cell.protocol),
+            "dataset": self._remember(("dataset identity", cell.dataset), lambda: self.dataset(cell.dataset).fingerprint()),
+            **trained,
         }
-        weights = method.weights_file()
-        artifacts = method.artifacts() if weights is None else []
-        if weights is not None:  # loaded from a file: the file is the model, no pretraining data
-            resolved["weights"] = weights
-        elif artifacts:  # only learned methods depend on the pretraining data and trained code
-            resolved["pretrain"] = {
-                "config": self.pretrain.to_dict(),
-                "data": method.ctx.pretrain_fingerprint,
-                "clips": method.ctx.clips_fingerprint,
-            }
-            resolved["artifacts"] = [{"kind": a.kind, "version": a.version, "hash": a.hash} for a in artifacts]
-            resolved.update(self.accel.key())  # bf16 / TF32 training is a different setting
-        return resolved
+
+    def _protocol_identity(self, name: str) -> dict[str, Any]:
+        """The protocol's share of a cell's identity: its version and config."""
+
+        def make() -> dict[str, Any]:
+            protocol = self.protocol(name)
+            return {"name": name, "version": protocol.version, "config": protocol.cfg.to_dict()}
+
+        return self._remember(("protocol identity", name), make)
+
+    def _method_identity(self, name: str, variant: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The method's share of a cell's identity: its config, and what its model comes from
+        (the weight file, or the pretraining data, the trained artifacts and the training switches)."""
+
+        def make() -> tuple[dict[str, Any], dict[str, Any]]:
+            method = self.method(name, variant, seed)
+            trained: dict[str, Any] = {}
+            weights = method.weights_file()
+            artifacts = self.artifacts(name, variant, seed, method) if weights is None else []
+            if weights is not None:  # loaded from a file: the file is the model, no pretraining data
+                trained["weights"] = weights
+            elif artifacts:  # only learned methods depend on the pretraining data and trained code
+                trained["pretrain"] = {
+                    "config": self.pretrain.to_dict(),
+                    "data": method.ctx.pretrain_fingerprint,
+                    "clips": method.ctx.clips_fingerprint,
+                }
+                trained["artifacts"] = [{"kind": a.kind, "version": a.version, "hash": a.hash} for a in artifacts]
+                trained.update(self.accel.key())  # bf16 / TF32 training is a different setting
+            return {"name": name, "variant": variant, "config": method.cfg.to_dict()}, trained
+
+        return self._remember(("identity", name, variant, seed), make)
 
     def result_path(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> Path:
         """Where the cell's result file goes: named by its config hash."""
-        h = config_hash(resolved if resolved is not None else self.resolve(cell))
-        return self.result_folder(cell) / f"{cell.method}--{cell.variant}--seed{cell.seed}--{h}.json"
+        if resolved is None:
+            return self._remember(("result", cell), lambda: self.result_path(cell, self.resolve(cell)))
+        return self.result_folder(cell) / f"{cell.method}--{cell.variant}--seed{cell.seed}--{config_hash(resolved)}.json"
 
     def result_folder(self, cell: Cell) -> Path:
         """The folder of the cell's result files (of every code version)."""
         return Path(self.settings.results_dir) / cell.protocol / cell.dataset
 
-    def stale(self, cell: Cell, resolved: Optional[dict[str, Any]] = None) -> list[tuple[Path, str]]:
-        """Result files of this cell with these settings that older code made: ``(path, what changed)``."""
-        found = sorted(self.result_folder(cell).glob(f"{cell.method}--{cell.variant}--seed{cell.seed}--*.json"))
+    def stale(self, cell: Cell, resolved: Optional[dict[str, Any]] = None, current: Optional[Path] = None) -> list[tuple[Path, str]]:
+        """Result files of this cell with these settings that older code made: ``(path, what changed)``.
+
+        ``current``: the cell's result file where the caller has it already (``result_path``);
+        the files beside it are searched."""
+        folder = current.parent if current is not None else self.result_folder(cell)
+        prefix = f"{cell.method}--{cell.variant}--seed{cell.seed}--"  # the files ``<prefix>*.json``
+        names, found = self._names_in(folder), []
+        i = bisect.bisect_left(names, prefix)
+        while i < len(names) and names[i].startswith(prefix):
+            if names[i].endswith(".json"):
+                found.append(folder / names[i])
+            i += 1
         if not found:
             return []  # a new cell: no need to resolve it (--dry-run and --status ask of every cell)
         resolved = resolved if resolved is not None else self.resolve(cell)
-        current = self.result_path(cell, resolved)
+        current = current if current is not None else self.result_path(cell, resolved)
         out = []
         for path in found:
             if path == current:
@@ -203,6 +272,18 @@ class Session:
             if settings_only(old) == settings_only(resolved):
                 out.append((path, code_changes(old, resolved)))
         return out
+
+    def _names_in(self, folder: Path) -> list[str]:
+        """The sorted names in a results folder (none if it does not exist): listed once per
+        folder while planning, where a glob per cell read the folder once per cell."""
+
+        def make() -> list[str]:
+            try:
+                return sorted(os.listdir(folder))
+            except OSError:  # no such folder (yet), or one that cannot be read: as a glob sees it
+                return []
+
+        return self._remember(("names in", folder), make)
 
 
 @functools.lru_cache(maxsize=4)
@@ -306,8 +387,8 @@ def run_cells(cells: list[Cell], settings: Settings, executor: dict) -> list[str
     taking turns at each cell.
     """
     session = session_for(settings)
-    # before any work: a result that differs later was written by another process meanwhile
-    seen = {cell: result_stamp(session.result_path(cell)) for cell in cells}
+    with session.planning():  # before any work: a result that differs later was written by another process meanwhile
+        seen = {cell: result_stamp(session.result_path(cell)) for cell in cells}
     paths = {cell: run_cell(cell, settings, executor, seen[cell], wait=False) for cell in cells}
     for cell in [c for c in cells if paths[c] is None]:
         paths[cell] = run_cell(cell, settings, executor, seen[cell])

@@ -17,7 +17,10 @@ import math
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from scipy import stats as sps
+
+from harness.lazy import lazy
+
+sps = lazy("scipy.stats")  # imported when a table needs it: it takes longer than planning a large sweep
 
 LEVEL = 0.95  #: every interval's coverage
 POWER = 0.80  #: the power of the minimum detectable difference

@@ -7,6 +7,7 @@ baseline for linear probes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from torch import nn
 
 from harness.config import Config, at_least, each
 from harness.registry import register_method
-from harness.method import Method, MethodContext, model_seed
+from harness.method import Method, model_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +62,16 @@ class RandomCNN(Method):
     Config = RandomCNNConfig
     floor = True
 
-    def __init__(self, cfg: RandomCNNConfig, variant: str, ctx: MethodContext) -> None:
-        super().__init__(cfg, variant, ctx)
-        torch.manual_seed(model_seed(ctx, "random-cnn"))
+    @functools.cached_property
+    def net(self) -> nn.Sequential:
+        """The network, built on first use: a plan makes the method but never encodes with it."""
+        torch.manual_seed(model_seed(self.ctx, "random-cnn"))
         layers: list[nn.Module] = []
         channels = 3
-        for width in cfg.widths:
+        for width in self.cfg.widths:
             layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.ReLU()]
             channels = width
-        self.net = nn.Sequential(*layers).to(ctx.device).eval()
+        return nn.Sequential(*layers).to(self.ctx.device).eval()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, view: str, index: torch.Tensor) -> torch.Tensor:

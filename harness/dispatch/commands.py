@@ -104,13 +104,14 @@ def describe(todo: list[Cell], settings: Settings, executor: str, options: Optio
         who = ", ".join(c.label for c in node.cells[:3]) + (f" +{len(node.cells) - 3} more" if len(node.cells) > 3 else "")
         lines.append(f"  level {node.level}  {node.id}  {'built' if node.built else 'to build':8s}  needed by {len(node.cells)} cell(s): {who}")
     lines.append("cells:")
-    session = session_for(plan.settings)
-    for cell in plan.cells:
-        needs = f"  needs {', '.join(plan.needs[cell])}" if plan.needs.get(cell) else ""
-        # what the run will move to superseded/, as --status reports it
-        stale = session.stale(cell) if cell in plan.needs else []
-        replaces = "".join(f"  (replaces {path}, made by older code: {why})" for path, why in stale)
-        lines.append(f"  {'todo' if cell in plan.needs else 'done'}  {cell.label}{needs}  -> {plan.results[cell]}{replaces}")
+    session = session_for(settings)
+    with session.planning():
+        for cell in plan.cells:
+            needs = f"  needs {', '.join(plan.needs[cell])}" if plan.needs.get(cell) else ""
+            # what the run will move to superseded/, as --status reports it
+            stale = session.stale(cell, current=plan.results[cell]) if cell in plan.needs else []
+            replaces = "".join(f"  (replaces {path}, made by older code: {why})" for path, why in stale)
+            lines.append(f"  {'todo' if cell in plan.needs else 'done'}  {cell.label}{needs}  -> {plan.results[cell]}{replaces}")
     lines.append(f"{len(plan.todo)} of {len(plan.cells)} cells to run")
     if executor == "inline":
         lines.append("jobs: none (--executor inline runs the cells in this process, training artifacts on first use)")
@@ -171,7 +172,7 @@ def cell_state(
 def status(todo: list[Cell], settings: Settings, cells: list[Cell]) -> str:
     """The ``--status`` report: done, stale, running, failed (with the log) or missing, per cell and artifact."""
     plan = make_plan(todo, settings, cells)
-    session = session_for(plan.settings)
+    session = session_for(settings)
     manifest = Manifest(plan)
     live = live_jobs(manifest.jobs)
     final = final_states(manifest.jobs)
@@ -188,10 +189,11 @@ def status(todo: list[Cell], settings: Settings, cells: list[Cell]) -> str:
         else:
             state = "missing  never submitted"
         lines.append(f"  artifact {node.id}: {state}")
-    for cell in plan.cells:
-        stale = session.stale(cell) if not plan.results[cell].exists() else []
-        state, detail = cell_state(plan, manifest, live, final, cell, stale)
-        counts[state] += 1
-        lines.append(f"  {state:8s} {cell.label}  {detail}")
+    with session.planning():
+        for cell in plan.cells:
+            stale = session.stale(cell, current=plan.results[cell]) if not plan.results[cell].exists() else []
+            state, detail = cell_state(plan, manifest, live, final, cell, stale)
+            counts[state] += 1
+            lines.append(f"  {state:8s} {cell.label}  {detail}")
     lines.append(", ".join(f"{counts[s]} {s}" for s in ("done", "stale", "running", "failed", "missing")))
     return "\n".join(lines)

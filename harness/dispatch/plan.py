@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from harness.artifacts import Artifact
 from harness.config import config_hash
 from harness.errors import BenchError
-from harness.runner import Cell, Settings, session_for
+from harness.runner import Cell, Session, Settings, session_for
 
 
 def artifact_id(artifact: Artifact) -> str:
@@ -98,20 +98,26 @@ def make_plan(todo: Sequence[Cell], settings: Settings, cells: Optional[Sequence
         settings: settings of the invocation.
         cells: every cell of the sweep (names it, so a rerun finds the same sweep); default ``todo``.
     """
-    settings = absolute(settings)
-    cells = list(cells if cells is not None else todo)
+    # The caller's session: within a command's ``planning`` block it knows every cell's identity
+    # already, and identities do not depend on how the paths are written.
     session = session_for(settings)
+    with session.planning():
+        return _make_plan(session, list(todo), list(cells if cells is not None else todo))
+
+
+def _make_plan(session: Session, todo: list[Cell], cells: list[Cell]) -> Plan:
+    settings = absolute(session.settings)
     cache = Path(settings.cache_dir)
     nodes: dict[str, Node] = {}
     deps: dict[str, set[str]] = {}
     needs: dict[Cell, list[str]] = {}
     for cell in todo:
-        artifacts = session.method(cell.method, cell.variant, cell.seed).artifacts()
-        ids = [artifact_id(a) for a in artifacts]
-        needs[cell] = ids
+        artifacts = session.artifacts(cell.method, cell.variant, cell.seed)
+        ids = needs[cell] = [artifact_id(a) for a in artifacts]
         for i, artifact in enumerate(artifacts):
-            node = nodes.setdefault(ids[i], Node(artifact, 0, cell, [], artifact.is_built(cache)))
-            node.cells.append(cell)
+            if ids[i] not in nodes:
+                nodes[ids[i]] = Node(artifact, 0, cell, [], artifact.is_built(cache))
+            nodes[ids[i]].cells.append(cell)
             deps.setdefault(ids[i], set()).update(ids[:i])  # methods list dependencies first
 
     def level(aid: str, path: tuple[str, ...] = ()) -> int:
@@ -128,8 +134,8 @@ def make_plan(todo: Sequence[Cell], settings: Settings, cells: Optional[Sequence
         sweep=sweep,
         settings=settings,
         cells=cells,
-        todo=list(todo),
+        todo=todo,
         nodes=dict(sorted(nodes.items(), key=lambda item: item[1].level)),
         needs=needs,
-        results={cell: session.result_path(cell) for cell in cells},
+        results={cell: Path(settings.results_dir) / session.result_path(cell).relative_to(session.settings.results_dir) for cell in cells},
     )
