@@ -17,7 +17,7 @@ from harness.accel import TrainConfig
 from harness.config import Config, PretrainConfig
 from harness.errors import BenchError
 from harness.registry import DATASETS, METHODS, PROTOCOLS, SUITES
-from harness.runner import Cell, Session
+from harness.session import Cell, Session
 
 
 def known_sections() -> dict[str, type[Config]]:

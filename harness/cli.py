@@ -21,7 +21,8 @@ from harness.io import UNWRITABLE, clean_temporary, make_dirs
 from harness.locks import file_lock
 from harness.progress import DEFAULT_INTERVAL, INTERVAL_ENV
 from harness.registry import ABLATIONS, DATASETS, METHODS, PROTOCOLS, SUITES, load_plugins
-from harness.runner import Cell, Session, Settings, missing_dump, session_for, store_locks
+from harness.runner import missing_dump, store_locks
+from harness.session import Cell, Session, Settings, session_for
 from harness.trainlog import BACKENDS, LOG_ENV, check_backends
 
 DEFAULT_STORE = "results/runs"  # where runs write unless --results-dir says otherwise

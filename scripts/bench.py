@@ -55,7 +55,8 @@ from harness.io import write_json  # noqa: E402
 from harness.method import Method, MethodContext, to_input  # noqa: E402
 from harness.provenance import device_name, git_state, library_versions  # noqa: E402
 from harness.registry import METHODS, load_plugins  # noqa: E402
-from harness.runner import Cell, Settings, run_cell  # noqa: E402
+from harness.runner import run_cell  # noqa: E402
+from harness.session import Cell, Settings  # noqa: E402
 from methods.latentface.method import LatentFaceConfig  # noqa: E402
 from methods.selfsup import SelfSupervisedConfig  # noqa: E402
 from methods.unsup3d.method import Unsup3DConfig  # noqa: E402

@@ -41,7 +41,7 @@ from harness.cli import build_parser, plan, settings_of  # noqa: E402
 from harness.dispatch.executors import chunks  # noqa: E402
 from harness.dispatch.profiles import CELLS_PER_JOB, load_profile  # noqa: E402
 from harness.registry import METHODS, load_plugins  # noqa: E402
-from harness.runner import session_for  # noqa: E402
+from harness.session import session_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: issue #28's sweep: every method and ablation variant of the paper's Tables 1-4 (14)

@@ -21,7 +21,7 @@ from harness.config import PRESETS, load_config_file, parse_overrides
 from harness.errors import BenchError
 from harness.io import torch_save
 from harness.registry import METHODS
-from harness.runner import Settings, session_for
+from harness.session import Settings, session_for
 from methods.latentface.checkpoint import save_latentface
 
 

@@ -14,7 +14,8 @@ from harness.datasets.base import ClipSet, ImageSet
 from harness.errors import BenchError
 from harness.method import MethodContext, to_input
 from harness.registry import METHODS
-from harness.runner import Cell, Settings, Session, run_cell
+from harness.runner import run_cell
+from harness.session import Cell, Settings, Session
 
 #: Smoke training on ``smooth_images`` with one thread, recorded on an AMD EPYC (AVX-512) with the
 #: code before the switches existed (commits 1537b8a and 0809618 give the same): each artifact's

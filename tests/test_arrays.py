@@ -141,7 +141,8 @@ def test_an_evaluation_job_runs_its_cells_and_skips_those_done(tmp_path, monkeyp
 
     import tests.dispatch_plugins  # noqa: F401  (registers toy)
     from harness.dispatch import jobs
-    from harness.runner import Cell, Settings, run_cell, session_for
+    from harness.runner import run_cell
+    from harness.session import Cell, Settings, session_for
 
     settings = Settings(preset="smoke", overrides={"pretrain": {"data": "toy"}},
                         results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))

@@ -19,7 +19,7 @@ from test_lfw import PAIRS, write_lfw
 
 from harness import io
 from harness.cli import main
-from harness.runner import Settings, session_for
+from harness.session import Settings, session_for
 from methods.unsup3d.losses import resolve_perceptual
 
 RUN = ["--methods", "pixels", "--datasets", "toy", "--preset", "smoke"]

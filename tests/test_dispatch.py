@@ -31,7 +31,7 @@ from harness.cli import main  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.io import torch_load  # noqa: E402
 from harness.registry import METHODS, PROTOCOLS  # noqa: E402
-from harness.runner import Cell, Settings  # noqa: E402
+from harness.session import Cell, Settings  # noqa: E402
 
 PLUGINS = "tests.dispatch_plugins"
 TOY = ["--datasets", "toy", "--preset", "smoke", "--set", "pretrain.data=toy", "--plugins", PLUGINS]

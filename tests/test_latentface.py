@@ -9,7 +9,7 @@ import torch
 
 from harness.datasets.base import ClipSet, ImageSet
 from harness.registry import ABLATIONS
-from harness.runner import Session, Settings
+from harness.session import Session, Settings
 from harness.method import MethodContext
 from harness.datasets.base import split_clips
 from methods.latentface.method import LatentFace, LatentFaceConfig

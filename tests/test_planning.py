@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import dispatch
 from harness.dispatch.plan import absolute
 from harness.registry import DATASETS, METHODS, PROTOCOLS
-from harness.runner import Cell, Session, Settings
+from harness.session import Cell, Session, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("scipy.stats", "timm", "torchvision", "diffusers", "lightly", "torch._dynamo", "matplotlib", "pandas")

@@ -219,7 +219,7 @@ def test_protocols_reading_the_same_features_share_the_cache(tmp_path):
     """A method whose features do not depend on the view is encoded once for fer, knn and
     factors; LatentFace's views differ and depth reads something else."""
     from harness.features import FeatureSource
-    from harness.runner import Session, Settings
+    from harness.session import Session, Settings
 
     session = Session(Settings(preset="smoke", cache_dir=str(tmp_path)))
     data = session.dataset("synthetic")

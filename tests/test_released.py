@@ -23,7 +23,7 @@ from harness.cli import main
 from harness.config import load_config_file
 from harness.errors import BenchError
 from harness.method import MethodContext
-from harness.runner import Session, Settings
+from harness.session import Session, Settings
 from harness.datasets.base import ImageSet
 from methods.latentface.checkpoint import diffusers014_name, project_denoiser_name, released_denoisers, save_latentface
 from methods.latentface.method import IdentityModel, LatentFace, LatentFaceConfig, train_kind

@@ -23,7 +23,8 @@ import torch
 import harness.locks
 from harness.cli import main
 from harness.io import cached
-from harness.runner import Cell, Settings, result_stamp, run_cell
+from harness.runner import result_stamp, run_cell
+from harness.session import Cell, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # so that "tests.hold_points" imports as a --plugins module

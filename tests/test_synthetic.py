@@ -183,7 +183,7 @@ def test_smooth_clips_need_room_for_three_phases(tmp_path):
 
 def test_methods_get_the_video_from_the_runner_and_standalone(smoke, tmp_path):
     from harness.method import MethodContext
-    from harness.runner import Session, Settings
+    from harness.session import Session, Settings
 
     ctx = Session(Settings(preset="smoke", cache_dir=str(smoke.cache_dir))).method("pixels", "default", 0).ctx
     video = ctx.load_video()

@@ -37,7 +37,7 @@ from harness.cli import merge_overrides  # noqa: E402
 from harness.config import load_config_file, parse_overrides  # noqa: E402
 from harness.datasets.synthetic.dataset import subset  # noqa: E402
 from harness.method import MethodContext, model_seed, to_input  # noqa: E402
-from harness.runner import Settings, Session  # noqa: E402
+from harness.session import Settings, Session  # noqa: E402
 from methods.unsup3d.method import (  # noqa: E402
     Unsup3DConfig,
     build_model,

@@ -35,7 +35,7 @@ from harness.config import parse_overrides  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.features import FeatureSource  # noqa: E402
 from harness.registry import load_plugins  # noqa: E402
-from harness.runner import Session, Settings  # noqa: E402
+from harness.session import Session, Settings  # noqa: E402
 from protocols.fer import FERConfig, predict, train_probe, validation_split  # noqa: E402
 
 PROBE_SEEDS = (0, 1, 2)

@@ -13,7 +13,8 @@ from harness.dispatch.plan import Plan, make_plan
 from harness.dispatch.profiles import CELLS_PER_JOB, check_slurm_tools, load_profile, max_array_size
 from harness.errors import BenchError
 from harness.locks import file_lock
-from harness.runner import Cell, Settings, run_cells, session_for, submit_time_git
+from harness.runner import run_cells, submit_time_git
+from harness.session import Cell, Settings, session_for
 
 EXECUTORS = ("inline", "local", "slurm")
 

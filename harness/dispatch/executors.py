@@ -13,7 +13,7 @@ from harness.dispatch.jobs import JobContext, Resumable, build_artifact, evaluat
 from harness.dispatch.manifest import Manifest, live_jobs
 from harness.dispatch.plan import Plan
 from harness.dispatch.profiles import CELLS_PER_JOB, submitit_params
-from harness.runner import Cell
+from harness.session import Cell
 from harness.errors import BenchError
 
 #: How often a waiting submitter asks Slurm how its jobs are doing.

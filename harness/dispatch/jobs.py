@@ -11,7 +11,8 @@ import submitit
 from harness.dispatch.plan import artifact_id
 from harness.errors import BenchError
 from harness.registry import load_plugins
-from harness.runner import Cell, Settings, run_cell, session_for
+from harness.runner import run_cell
+from harness.session import Cell, Settings, session_for
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from harness.artifacts import Artifact
 from harness.config import config_hash
 from harness.errors import BenchError
-from harness.runner import Cell, Session, Settings, session_for
+from harness.session import Cell, Session, Settings, session_for
 
 
 def artifact_id(artifact: Artifact) -> str:
