@@ -78,7 +78,7 @@ def no_pytorch3d(monkeypatch) -> None:
 
 def empty_model_caches(tmp: Path, monkeypatch) -> None:
     """No weights cached on this machine: empty Hugging Face and torch hub caches."""
-    import huggingface_hub
+    import huggingface_hub.constants  # a submodule: the package does not load it on its own
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp / "torch"))
