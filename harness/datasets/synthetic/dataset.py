@@ -69,7 +69,7 @@ class SyntheticConfig(Config):
     max_yaw: float = 60.0
     train_identities: int = 400
     test_identities: int = 200
-    pretrain_images: int = 4000
+    pretrain_images: int = 3200
     clips: int = 150
     clip_frames: int = 16
     video_clips: int = 48
