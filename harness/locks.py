@@ -2,14 +2,16 @@
 
 One lock file per piece of work (an artifact's ``build.lock``, a cache entry's ``<hash>.lock``,
 a result's and a store's tables' under ``<cache>/locks/``), locked with ``flock``: the kernel
-releases it when its holder dies, so a killed job never blocks anyone. The holder writes its host, process id and start time into
-the file (and clears it when done), so that a process that has to wait can say whom it waits
-for. Lock files stay where they are: deleting one while another process waits on it would let
-two processes hold "the" lock (the waiter's file and a new one).
+releases it when its holder dies, so a killed job never blocks anyone. The holder writes its
+host, process id and start time into the file (and clears it when done), so that a process that
+has to wait can say whom it waits for. Lock files stay where they are: deleting one while
+another process waits on it would let two processes hold "the" lock (the waiter's file and a
+new one).
 
 Locks nest in one order only, the order in which work needs work: result -> feature entry ->
-artifact (stage 2 -> stage 1) -> latents -> decoded data; the tables' lock is taken alone. A process never takes a lock it holds
-(flock on a second descriptor of one file would wait for itself).
+artifact (stage 2 -> stage 1) -> latents -> decoded data; the tables' lock is taken alone. A
+process never takes a lock it holds (flock on a second descriptor of one file would wait for
+itself).
 """
 from __future__ import annotations
 
